@@ -1,0 +1,263 @@
+"""One exception hierarchy for the whole gateway, rendered as OpenAI's error envelope.
+
+Every error a client can see is ``{"error": {"message", "type", "param", "code"}}``. Services and
+providers raise the classes below; the DRF ``EXCEPTION_HANDLER`` and Django's ``handler404`` /
+``handler500`` render them. This module is a leaf: it imports no app of the project.
+
+The ``type`` and ``code`` strings, pinned once (tests/config/test_errors.py has a test per row):
+
+=====================  ======  =======================  ============================
+class                  status  type                     code
+=====================  ======  =======================  ============================
+InvalidRequest         400     invalid_request_error    (per error, often None)
+UnsupportedOperation   400     invalid_request_error    operation_not_supported
+AuthenticationFailed   401     invalid_request_error    invalid_api_key
+PermissionDenied       403     invalid_request_error    permission_denied
+QuotaExceeded          403     insufficient_quota       storage_quota_exceeded
+FileNotFound           404     invalid_request_error    None (as OpenAI: "No such File object")
+UnknownURL             404     invalid_request_error    unknown_url
+MethodNotAllowed       405     invalid_request_error    method_not_allowed
+PayloadTooLarge        413     invalid_request_error    file_too_large
+UpstreamRejected       4xx     invalid_request_error    upstream_error (status kept from upstream)
+UpstreamRateLimited    429     rate_limit_error         rate_limit_exceeded
+InternalError          500     server_error             internal_error
+UpstreamError          502     server_error             upstream_error
+UpstreamUnavailable    503     server_error             upstream_unavailable
+UpstreamTimeout        504     server_error             upstream_timeout
+=====================  ======  =======================  ============================
+
+``QuotaExceeded`` is a 403 on purpose: the OpenAI SDKs retry 429 automatically, and retrying an
+upload that can never fit only multiplies the traffic. Anthropic's Files API uses 403 for the same
+condition.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404, HttpRequest, JsonResponse
+from rest_framework import exceptions as drf_exceptions
+from rest_framework.response import Response
+
+logger = logging.getLogger("filegate.errors")
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway reports to a client."""
+
+    status_code = 500
+    error_type = "server_error"
+    default_code: str | None = "internal_error"
+    default_message = "The server had an error while processing your request."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.message = message or self.default_message
+        self.param = param
+        self.code = code if code is not None else self.default_code
+        self.headers = headers or {}
+        super().__init__(self.message)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class InvalidRequest(GatewayError):
+    status_code = 400
+    error_type = "invalid_request_error"
+    default_code = None
+    default_message = "The request is invalid."
+
+
+class UnsupportedOperation(InvalidRequest):
+    default_code = "operation_not_supported"
+    default_message = "This provider does not support this operation."
+
+
+class AuthenticationFailed(GatewayError):
+    status_code = 401
+    error_type = "invalid_request_error"
+    default_code = "invalid_api_key"
+    default_message = "Incorrect API key provided."
+
+
+class PermissionDenied(GatewayError):
+    status_code = 403
+    error_type = "invalid_request_error"
+    default_code = "permission_denied"
+    default_message = "You are not allowed to perform this request."
+
+
+class QuotaExceeded(GatewayError):
+    status_code = 403
+    error_type = "insufficient_quota"
+    default_code = "storage_quota_exceeded"
+    default_message = "The organization's storage quota is exhausted."
+
+
+class FileNotFound(GatewayError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    default_code = None
+    default_message = "No such File object."
+
+
+class UnknownURL(GatewayError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    default_code = "unknown_url"
+    default_message = "Invalid URL."
+
+
+class MethodNotAllowed(GatewayError):
+    status_code = 405
+    error_type = "invalid_request_error"
+    default_code = "method_not_allowed"
+    default_message = "Method not allowed."
+
+
+class PayloadTooLarge(GatewayError):
+    status_code = 413
+    error_type = "invalid_request_error"
+    default_code = "file_too_large"
+    default_message = "The file is too large."
+
+
+class UpstreamRejected(GatewayError):
+    """An upstream 4xx. The status is the upstream's own, the body is mapped, never forwarded."""
+
+    status_code = 400
+    error_type = "invalid_request_error"
+    default_code = "upstream_error"
+    default_message = "The provider rejected the request."
+
+    def __init__(self, message: str | None = None, *, status_code: int = 400, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.status_code = status_code
+
+
+class UpstreamRateLimited(GatewayError):
+    status_code = 429
+    error_type = "rate_limit_error"
+    default_code = "rate_limit_exceeded"
+    default_message = "The provider is rate limiting this account; retry later."
+
+
+class InternalError(GatewayError):
+    pass
+
+
+class UpstreamError(GatewayError):
+    status_code = 502
+    default_code = "upstream_error"
+    default_message = "The provider returned an error."
+
+
+class UpstreamUnavailable(GatewayError):
+    status_code = 503
+    default_code = "upstream_unavailable"
+    default_message = "The provider could not be reached."
+
+
+class UpstreamTimeout(GatewayError):
+    status_code = 504
+    default_code = "upstream_timeout"
+    default_message = "The provider did not answer in time."
+
+
+def _from_drf(exc: drf_exceptions.APIException) -> GatewayError:
+    """Translate DRF's own exceptions into ours, keeping their status."""
+    if isinstance(exc, drf_exceptions.ValidationError):
+        param, message = _first_error(exc.detail)
+        return InvalidRequest(message, param=param)
+    if isinstance(exc, drf_exceptions.NotAuthenticated | drf_exceptions.AuthenticationFailed):
+        return AuthenticationFailed(str(exc.detail))
+    if isinstance(exc, drf_exceptions.PermissionDenied):
+        return PermissionDenied(str(exc.detail))
+    if isinstance(exc, drf_exceptions.NotFound):
+        return FileNotFound(str(exc.detail))
+    if isinstance(exc, drf_exceptions.MethodNotAllowed):
+        return MethodNotAllowed(str(exc.detail))
+    if isinstance(exc, drf_exceptions.UnsupportedMediaType | drf_exceptions.ParseError):
+        return InvalidRequest(str(exc.detail))
+    error = GatewayError(str(exc.detail), code=str(exc.default_code))
+    error.status_code = exc.status_code
+    error.error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
+    return error
+
+
+def _first_error(detail: Any, param: str | None = None) -> tuple[str | None, str]:
+    """Walk a DRF error structure down to its first message; the path becomes ``param``."""
+    if isinstance(detail, dict):
+        key, value = next(iter(detail.items()))
+        name = None if key == "non_field_errors" else str(key)
+        return _first_error(value, f"{param}.{name}" if param and name else (name or param))
+    if isinstance(detail, list) and detail:
+        return _first_error(detail[0], param)
+    return param, str(detail)
+
+
+def to_gateway_error(exc: BaseException) -> GatewayError:
+    """Return the ``GatewayError`` a client should see for any exception."""
+    if isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, drf_exceptions.APIException):
+        return _from_drf(exc)
+    if isinstance(exc, Http404):
+        return FileNotFound("Not found.")
+    if isinstance(exc, DjangoPermissionDenied):
+        return PermissionDenied()
+    return InternalError()
+
+
+def render(error: GatewayError) -> JsonResponse:
+    """Render a ``GatewayError`` as a plain Django response (for views outside DRF)."""
+    response = JsonResponse(error.as_dict(), status=error.status_code)
+    for name, value in error.headers.items():
+        response[name] = value
+    return response
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
+    """DRF ``EXCEPTION_HANDLER``: every exception becomes the envelope, never ``None``."""
+    from rest_framework.views import set_rollback  # rest_framework.views imports our auth class at import
+
+    error = to_gateway_error(exc)
+    if isinstance(error, InternalError) and error is not exc:
+        logger.error("Unhandled exception in %s", context.get("view"), exc_info=exc)
+    set_rollback()
+    headers = dict(error.headers)
+    if isinstance(error, AuthenticationFailed):
+        headers.setdefault("WWW-Authenticate", 'Bearer realm="api"')
+    return Response(error.as_dict(), status=error.status_code, headers=headers)
+
+
+def handler404(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return render(UnknownURL(f"Invalid URL ({request.method} {request.path})"))
+
+
+def handler400(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return render(InvalidRequest("Bad request."))
+
+
+def handler403(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return render(PermissionDenied())
+
+
+def handler500(request: HttpRequest) -> JsonResponse:
+    return render(InternalError())

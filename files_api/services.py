@@ -1,0 +1,559 @@
+"""The five file operations, in one place: records, quota, audit and the provider call.
+
+No database transaction is ever held open across a provider call: quota is reserved in one short
+transaction, the bytes move with none open, and the record is written with the quota commit in a
+second short one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from config.errors import FileNotFound, GatewayError, InvalidRequest, PayloadTooLarge
+from files_api.models import AuditEvent, File
+from files_api.serializers import UploadFieldsSerializer
+from files_api.uploads import FileStream, MultipartForm
+from files_api.validation import BatchLineValidator, clean_filename
+from providers import registry
+from providers.base import CONTENT, DELETE, LIST, RETRIEVE, UPLOAD, Page, Provider, RemoteFile, UploadOptions
+from tenants.models import ApiKey, Organization, ProviderAccount
+from tenants.services import provider_account_resolve, quota_commit, quota_free, quota_release, quota_reserve
+
+logger = logging.getLogger("filegate.files")
+
+# Room for the multipart framing and form fields around the file, when comparing the request's
+# Content-Length with a file-size limit before reading anything.
+FORM_OVERHEAD_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class FileContent:
+    chunks: Iterator[bytes]
+    filename: str
+    size_bytes: int | None
+
+
+def provider_for(account: ProviderAccount) -> Provider:
+    """The provider for ``account``; instances (and their HTTP pools) are reused across requests."""
+    config = account.provider_config()
+    return registry.get_provider(account.kind, config, cache_key=str(account.pk))
+
+
+def file_as_remote(file: File) -> RemoteFile:
+    return RemoteFile(
+        id=file.public_id,
+        bytes=file.bytes,
+        created_at=file.created_at_unix,
+        filename=file.filename,
+        purpose=file.purpose,
+        status=file.status,
+        expires_at=file.expires_at_unix,
+        status_details=file.status_details or None,
+        storage_key=file.storage_key,
+        storage_uri=file.storage_uri,
+    )
+
+
+def _audit(
+    *,
+    organization: Organization,
+    api_key: ApiKey | None,
+    action: str,
+    file_id: str = "",
+    account: ProviderAccount | None = None,
+    nbytes: int | None = None,
+    error: BaseException | None = None,
+) -> None:
+    outcome, detail = "success", ""
+    if error is not None:
+        gateway_error = error if isinstance(error, GatewayError) else None
+        outcome = (gateway_error.code if gateway_error else None) or type(error).__name__
+        detail = gateway_error.message if gateway_error else "unexpected error"
+    AuditEvent.objects.create(
+        organization=organization,
+        api_key=api_key,
+        action=action,
+        file_id=file_id,
+        provider_account=account.name if account else "",
+        bytes=nbytes,
+        outcome=outcome[:64],
+        detail=detail,
+    )
+
+
+def _validated_fields(fields: dict[str, str]) -> dict[str, Any]:
+    serializer = UploadFieldsSerializer(data=fields)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+def _file_limit(organization: Organization, purpose: str, filename: str) -> tuple[int, str]:
+    """The size limit for this file and the message when it is crossed."""
+    if purpose == "batch":
+        if not filename.lower().endswith(".jsonl"):
+            raise InvalidRequest("Batch files must be .jsonl files.", param="file", code="invalid_file_type")
+        limit = min(organization.batch_max_size_bytes, organization.max_file_size_bytes)
+        return limit, f"Batch files may be at most {limit} bytes for this organization."
+    limit = organization.max_file_size_bytes
+    return limit, f"Files may be at most {limit} bytes for this organization."
+
+
+def _expires_after(purpose: str, fields: dict[str, Any]) -> int | None:
+    seconds = fields.get("expires_after[seconds]")
+    if seconds is None and purpose == "batch" and settings.BATCH_FILE_DEFAULT_TTL_SECONDS:
+        return settings.BATCH_FILE_DEFAULT_TTL_SECONDS  # OpenAI expires batch files after 30 days by default
+    return seconds
+
+
+def file_upload(*, api_key: ApiKey, account: ProviderAccount, form: MultipartForm) -> RemoteFile:
+    """Stream the form's file to ``account``'s provider and record it.
+
+    Sequence: check the size limit, reserve quota, stream to the provider (limits, checksum and
+    batch validation applied per chunk), record the file and commit the quota. Raises
+    ``InvalidRequest``, ``PayloadTooLarge``, ``QuotaExceeded``, ``UnsupportedOperation`` and the
+    provider's ``Upstream*`` errors; after any of them nothing is recorded or charged.
+    """
+    organization = api_key.organization
+    provider = provider_for(account)
+    provider.require(UPLOAD)
+    if form.content_length > organization.max_file_size_bytes + FORM_OVERHEAD_BYTES:
+        raise PayloadTooLarge(
+            f"Files may be at most {organization.max_file_size_bytes} bytes for this organization.", param="file"
+        )
+    part = form.read_until_file()
+    if part is None:
+        form.read_remaining_fields()
+        raise InvalidRequest("Missing required parameter: 'file'.", param="file")
+    filename = clean_filename(part.filename)
+    early_fields = form.fields
+    if "purpose" not in early_fields:
+        # The purpose comes after the file: spool it (bounded memory) and decide afterwards.
+        return _upload_spooled(api_key=api_key, account=account, provider=provider, form=form, filename=filename)
+    fields = _validated_fields(early_fields)
+    purpose = fields["purpose"]
+    _check_purpose(provider, purpose)
+    limit, too_large = _file_limit(organization, purpose, filename)
+    if form.content_length > limit + FORM_OVERHEAD_BYTES:
+        raise PayloadTooLarge(too_large, param="file")
+    stream = FileStream(
+        part.chunks,
+        max_bytes=limit,
+        too_large_message=too_large,
+        validator=BatchLineValidator() if purpose == "batch" else None,
+        on_end=_truncation_check(form),
+    )
+    options = UploadOptions(
+        filename=filename,
+        purpose=purpose,
+        namespace=organization.slug,
+        content_type=part.content_type,
+        expires_after_seconds=_expires_after(purpose, fields),
+        size_hint=min(form.content_length, limit),
+    )
+    return _store(api_key=api_key, account=account, provider=provider, stream=stream, options=options, form=form)
+
+
+def _truncation_check(form: MultipartForm) -> Any:
+    def check() -> None:
+        if form.reader.is_truncated:
+            raise InvalidRequest("The request body ended before Content-Length bytes.", code="incomplete_body")
+
+    return check
+
+
+def _check_purpose(provider: Provider, purpose: str) -> None:
+    if provider.purposes is not None and purpose not in provider.purposes:
+        raise InvalidRequest(
+            f"The {provider.label or provider.kind} provider accepts only purpose "
+            f"{', '.join(sorted(provider.purposes))}, not {purpose!r}.",
+            param="purpose",
+            code="unsupported_purpose",
+        )
+
+
+def _upload_spooled(
+    *, api_key: ApiKey, account: ProviderAccount, provider: Provider, form: MultipartForm, filename: str
+) -> RemoteFile:
+    """The slow path for bodies that send ``purpose`` after the file: spool, validate, then stream."""
+    organization = api_key.organization
+    assert form.file is not None
+    with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as spool:
+        first = FileStream(
+            form.file.chunks,
+            max_bytes=organization.max_file_size_bytes,
+            too_large_message=f"Files may be at most {organization.max_file_size_bytes} bytes for this organization.",
+            on_end=_truncation_check(form),
+        )
+        first.ensure_not_empty()
+        for chunk in first:
+            spool.write(chunk)
+        fields = _validated_fields(form.read_remaining_fields())
+        purpose = fields["purpose"]
+        _check_purpose(provider, purpose)
+        limit, too_large = _file_limit(organization, purpose, filename)
+        spool.seek(0)
+        stream = FileStream(
+            iter(lambda: spool.read(1024 * 1024), b""),
+            max_bytes=limit,
+            too_large_message=too_large,
+            validator=BatchLineValidator() if purpose == "batch" else None,
+        )
+        options = UploadOptions(
+            filename=filename,
+            purpose=purpose,
+            namespace=organization.slug,
+            content_type=form.file.content_type,
+            expires_after_seconds=_expires_after(purpose, fields),
+            size_hint=first.bytes_read,
+        )
+        return _store(api_key=api_key, account=account, provider=provider, stream=stream, options=options, form=None)
+
+
+def _store(
+    *,
+    api_key: ApiKey,
+    account: ProviderAccount,
+    provider: Provider,
+    stream: FileStream,
+    options: UploadOptions,
+    form: MultipartForm | None,
+) -> RemoteFile:
+    organization = api_key.organization
+    stream.ensure_not_empty()
+    reservation = quota_reserve(organization_id=organization.pk, nbytes=options.size_hint or stream.max_bytes)
+    remote: RemoteFile | None = None
+    try:
+        remote = provider.upload(stream, options)
+        stream.drain()
+        fields = options
+        if form is not None:
+            late = _late_expiry(form.read_remaining_fields(), options)
+            fields = dataclasses.replace(options, expires_after_seconds=late)
+        file = _record(
+            api_key=api_key, account=account, remote=remote, stream=stream, options=fields, reservation=reservation
+        )
+    except BaseException as exc:
+        # Whatever failed, the bytes are not ours to charge: release the hold, and remove an
+        # upstream object that no record will ever point at.
+        quota_release(reservation=reservation)
+        if remote is not None:
+            _delete_orphan(provider, remote)
+        _audit(
+            organization=organization,
+            api_key=api_key,
+            action=AuditEvent.Action.CREATE,
+            account=account,
+            nbytes=stream.bytes_read,
+            error=exc,
+        )
+        raise
+    return file_as_remote(file)
+
+
+def _late_expiry(fields: dict[str, str], options: UploadOptions) -> int | None:
+    """Honour ``expires_after`` fields sent after the file (the gateway enforces the expiry itself)."""
+    validated = _validated_fields({"purpose": options.purpose, **fields})
+    return validated.get("expires_after[seconds]") or options.expires_after_seconds
+
+
+def _record(
+    *,
+    api_key: ApiKey,
+    account: ProviderAccount,
+    remote: RemoteFile,
+    stream: FileStream,
+    options: UploadOptions,
+    reservation: Any,
+) -> File:
+    now = timezone.now()
+    # Stored files get the record's own clock (microseconds keep list order stable); upstream files
+    # keep the upstream's timestamp, which is what the provider will report later.
+    created_at = now if remote.storage_key else datetime.fromtimestamp(remote.created_at, tz=UTC)
+    expires_at = (
+        created_at + timedelta(seconds=options.expires_after_seconds) if options.expires_after_seconds else None
+    )
+    nbytes = remote.bytes if remote.bytes is not None else stream.bytes_read
+    with transaction.atomic():
+        file = File.objects.create(
+            public_id=remote.id,
+            organization=api_key.organization,
+            provider_account=account,
+            storage_key=remote.storage_key,
+            storage_uri=remote.storage_uri,
+            filename=options.filename,
+            purpose=options.purpose,
+            bytes=nbytes,
+            status=remote.status,
+            status_details=remote.status_details or "",
+            sha256=stream.sha256,
+            created_at=created_at,
+            expires_at=expires_at,
+            api_key=api_key,
+        )
+        quota_commit(reservation=reservation, actual_bytes=nbytes)
+        _audit(
+            organization=api_key.organization,
+            api_key=api_key,
+            action=AuditEvent.Action.CREATE,
+            file_id=file.public_id,
+            account=account,
+            nbytes=nbytes,
+        )
+    return file
+
+
+def _delete_orphan(provider: Provider, remote: RemoteFile) -> None:
+    try:
+        provider.delete(remote.storage_key or remote.id)
+    except Exception:
+        logger.warning("could not remove orphaned upstream file %s", remote.id, exc_info=True)
+
+
+def _live_files(organization: Organization) -> QuerySet[File]:
+    now = timezone.now()
+    return File.objects.filter(organization=organization, deleted_at__isnull=True).filter(
+        Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+    )
+
+
+def _find_record(organization: Organization, file_id: str) -> File | None:
+    """Our record of ``file_id`` if the caller may see it.
+
+    Raises ``FileNotFound`` when the id is recorded for another organisation, deleted or expired:
+    a record elsewhere must not be reachable through shared upstream credentials either.
+    """
+    file = File.objects.select_related("provider_account").filter(public_id=file_id).first()
+    if file is None:
+        return None
+    if file.organization_id != organization.pk or file.is_deleted or file.is_expired():
+        raise FileNotFound(f"No such File object: {file_id}", param="id")
+    return file
+
+
+def _account_for_unknown_id(
+    organization: Organization, account_name: str | None, file_id: str
+) -> tuple[ProviderAccount, Provider]:
+    account = provider_account_resolve(organization=organization, name=account_name)
+    provider = provider_for(account)
+    if provider.stores_files:
+        raise FileNotFound(f"No such File object: {file_id}", param="id")
+    return account, provider
+
+
+def file_list(
+    *,
+    organization: Organization,
+    account_name: str | None,
+    purpose: str | None,
+    limit: int,
+    order: str,
+    after: str | None,
+) -> Page:
+    """One page of the account's files, newest first unless ``order="asc"``.
+
+    Storage-backed kinds are listed from the records; the others page through the upstream, with
+    files recorded as another organisation's (or deleted, or expired) left out.
+    """
+    account = provider_account_resolve(organization=organization, name=account_name)
+    provider = provider_for(account)
+    provider.require(LIST)
+    if provider.stores_files:
+        return _list_records(organization, account, purpose=purpose, limit=limit, order=order, after=after)
+    page = provider.list(purpose=purpose, limit=limit, order=order, after=after)
+    ids = [remote.id for remote in page.data]
+    hidden = set(
+        File.objects.filter(public_id__in=ids)
+        .filter(~Q(organization=organization) | Q(deleted_at__isnull=False) | Q(expires_at__lte=timezone.now()))
+        .values_list("public_id", flat=True)
+    )
+    if not hidden:
+        return page
+    return Page(data=[remote for remote in page.data if remote.id not in hidden], has_more=page.has_more)
+
+
+def _list_records(
+    organization: Organization,
+    account: ProviderAccount,
+    *,
+    purpose: str | None,
+    limit: int,
+    order: str,
+    after: str | None,
+) -> Page:
+    files = _live_files(organization).filter(provider_account=account)
+    if purpose:
+        files = files.filter(purpose=purpose)
+    if after:
+        cursor = files.filter(public_id=after).values("created_at", "pk").first()
+        if cursor is None:
+            # Same answer whether the id is unknown or another organisation's: nothing leaks.
+            raise InvalidRequest(f"Invalid 'after': no file {after!r} in this list.", param="after")
+        if order == "asc":
+            files = files.filter(
+                Q(created_at__gt=cursor["created_at"]) | Q(created_at=cursor["created_at"], pk__gt=cursor["pk"])
+            )
+        else:
+            files = files.filter(
+                Q(created_at__lt=cursor["created_at"]) | Q(created_at=cursor["created_at"], pk__lt=cursor["pk"])
+            )
+    files = files.order_by("created_at", "pk") if order == "asc" else files.order_by("-created_at", "-pk")
+    rows = list(files[: limit + 1])
+    return Page(data=[file_as_remote(file) for file in rows[:limit]], has_more=len(rows) > limit)
+
+
+def file_retrieve(*, organization: Organization, account_name: str | None, file_id: str) -> RemoteFile:
+    """The file object. Raises ``FileNotFound`` (also for other organisations' files)."""
+    file = _find_record(organization, file_id)
+    if file is None:
+        _, provider = _account_for_unknown_id(organization, account_name, file_id)
+        provider.require(RETRIEVE)
+        return provider.retrieve(file_id)
+    provider = provider_for(file.provider_account)
+    if provider.stores_files:
+        return file_as_remote(file)
+    provider.require(RETRIEVE)
+    try:
+        remote = provider.retrieve(file.public_id)
+    except FileNotFound:
+        _forget(file)  # deleted upstream behind the gateway's back: stop charging for it
+        raise
+    if remote.status != file.status:
+        File.objects.filter(pk=file.pk).update(status=remote.status)
+    return dataclasses.replace(
+        remote,
+        purpose=file.purpose,
+        filename=remote.filename or file.filename,
+        expires_at=remote.expires_at or file.expires_at_unix,
+    )
+
+
+def file_content(*, api_key: ApiKey, account_name: str | None, file_id: str) -> FileContent:
+    """The file's bytes as a stream of chunks, plus what the response headers need. Audited."""
+    organization = api_key.organization
+    file = _find_record(organization, file_id)
+    if file is None:
+        account, provider = _account_for_unknown_id(organization, account_name, file_id)
+        filename, size = file_id, None
+    else:
+        account, provider = file.provider_account, provider_for(file.provider_account)
+        # Only bytes the gateway stored itself have a size we can promise in Content-Length.
+        filename, size = file.filename, file.bytes if provider.stores_files else None
+    try:
+        provider.require(CONTENT)
+        chunks = provider.open_content(file.remote_ref if file else file_id)
+    except Exception as exc:
+        _audit(
+            organization=organization,
+            api_key=api_key,
+            action=AuditEvent.Action.CONTENT,
+            file_id=file_id,
+            account=account,
+            error=exc,
+        )
+        raise
+    _audit(
+        organization=organization,
+        api_key=api_key,
+        action=AuditEvent.Action.CONTENT,
+        file_id=file_id,
+        account=account,
+        nbytes=size,
+    )
+    return FileContent(chunks=chunks, filename=filename, size_bytes=size)
+
+
+def file_delete(*, api_key: ApiKey, account_name: str | None, file_id: str) -> str:
+    """Delete the file upstream and release its bytes. Returns the id. Raises ``FileNotFound``."""
+    organization = api_key.organization
+    file = _find_record(organization, file_id)
+    if file is None:
+        account, provider = _account_for_unknown_id(organization, account_name, file_id)
+    else:
+        account, provider = file.provider_account, provider_for(file.provider_account)
+    try:
+        provider.require(DELETE)
+        existed = provider.delete(file.remote_ref if file else file_id)
+        if file is None and existed is False:
+            raise FileNotFound(f"No such File object: {file_id}", param="id")
+    except Exception as exc:
+        _audit(
+            organization=organization,
+            api_key=api_key,
+            action=AuditEvent.Action.DELETE,
+            file_id=file_id,
+            account=account,
+            error=exc,
+        )
+        raise
+    with transaction.atomic():
+        if file is not None:
+            _forget(file)
+        _audit(
+            organization=organization,
+            api_key=api_key,
+            action=AuditEvent.Action.DELETE,
+            file_id=file_id,
+            account=account,
+            nbytes=file.bytes if file else None,
+        )
+    return file_id
+
+
+def _forget(file: File) -> bool:
+    """Mark the record deleted and free its bytes, once (concurrent deletes free them once)."""
+    with transaction.atomic():
+        marked = File.objects.filter(pk=file.pk, deleted_at__isnull=True).update(
+            deleted_at=timezone.now(), status="deleted"
+        )
+        if marked:
+            quota_free(organization_id=file.organization_id, nbytes=file.bytes)
+    return bool(marked)
+
+
+def file_purge_expired(*, batch_size: int = 500, dry_run: bool = False) -> list[File]:
+    """Delete expired files upstream and release their bytes, ``batch_size`` at a time.
+
+    Returns the files handled. A file whose provider fails stays for the next run.
+    """
+    now = timezone.now()
+    handled: list[File] = []
+    last_pk = 0
+    while True:
+        batch = list(
+            File.objects.select_related("provider_account", "organization")
+            .filter(deleted_at__isnull=True, expires_at__lte=now, pk__gt=last_pk)
+            .order_by("pk")[:batch_size]
+        )
+        if not batch:
+            return handled
+        last_pk = batch[-1].pk
+        for file in batch:
+            if dry_run:
+                handled.append(file)
+                continue
+            try:
+                provider_for(file.provider_account).delete(file.remote_ref)
+            except GatewayError as exc:
+                logger.warning("could not purge %s: %s", file.public_id, exc.message)
+                continue
+            if _forget(file):
+                _audit(
+                    organization=file.organization,
+                    api_key=None,
+                    action=AuditEvent.Action.EXPIRE,
+                    file_id=file.public_id,
+                    account=file.provider_account,
+                    nbytes=file.bytes,
+                )
+                handled.append(file)

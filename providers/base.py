@@ -1,0 +1,242 @@
+"""The provider interface, the values it returns, and the shared bases.
+
+A provider is built from plain keyword arguments (one tenant account's settings and secrets) and
+does the five operations of the Files API against one upstream. It never sees a model and never
+lets an SDK, HTTP or OS exception escape: everything becomes a ``config.errors.GatewayError``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from django.core.exceptions import ImproperlyConfigured
+
+from config.errors import FileNotFound, UnsupportedOperation
+
+# Upload and download chunks: big enough that per-chunk overhead vanishes, small enough that
+# memory per transfer stays bounded whatever the file size.
+CHUNK_SIZE = 1024 * 1024
+
+UPLOAD = "upload"
+LIST = "list"
+RETRIEVE = "retrieve"
+CONTENT = "content"
+DELETE = "delete"
+ALL_OPERATIONS = frozenset({UPLOAD, LIST, RETRIEVE, CONTENT, DELETE})
+
+_ID_ALPHABET = string.ascii_letters + string.digits
+
+
+def mint_file_id() -> str:
+    """An opaque id for files the gateway stores itself: ``file-`` and 24 random characters."""
+    return "file-" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(24))
+
+
+class UploadStream(Protocol):
+    """What ``upload()`` reads from: chunks of the file as they arrive, checked on the way.
+
+    Iterating yields chunks; ``read(n)`` returns at most ``n`` bytes (``b""`` at the end). Reading
+    may raise a ``GatewayError`` (too large, invalid batch line, client gone); the provider must let
+    it propagate unchanged and leave nothing behind upstream.
+    """
+
+    def read(self, size: int = -1) -> bytes: ...
+
+    def __iter__(self) -> Iterator[bytes]: ...
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file as the provider knows it, already in OpenAI's vocabulary."""
+
+    id: str
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: str
+    status: str = "processed"
+    expires_at: int | None = None
+    status_details: str | None = None
+    storage_key: str = ""  # object-store kinds: where the bytes are
+    storage_uri: str = ""  # object-store kinds: s3://... or gs://... for batch jobs
+
+
+@dataclass(frozen=True)
+class Page:
+    data: list[RemoteFile]
+    has_more: bool
+
+
+@dataclass(frozen=True)
+class UploadOptions:
+    """What the gateway knows about an upload before the first byte goes upstream."""
+
+    filename: str
+    purpose: str
+    namespace: str  # the organisation's folder for object-store kinds
+    content_type: str = "application/octet-stream"
+    expires_after_seconds: int | None = None
+    size_hint: int | None = None  # upper bound of the file size when the request declared one
+
+
+class Provider:
+    """Base of every provider kind.
+
+    Subclasses declare ``kind``, the ``settings_fields`` and ``secret_fields`` they accept (with
+    ``required_fields``), and ``capabilities``: the operations they can do. The gateway refuses the
+    others with ``UnsupportedOperation`` before any network call.
+    """
+
+    kind: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+    settings_fields: ClassVar[frozenset[str]] = frozenset()
+    secret_fields: ClassVar[frozenset[str]] = frozenset()
+    required_fields: ClassVar[frozenset[str]] = frozenset()
+    capabilities: ClassVar[frozenset[str]] = ALL_OPERATIONS
+    purposes: ClassVar[frozenset[str] | None] = None  # None: every purpose the API accepts
+    stores_files: ClassVar[bool] = False  # True: list/retrieve are served from the gateway's records
+
+    def __init__(self, **config: Any) -> None:
+        unknown = set(config) - self.settings_fields - self.secret_fields
+        if unknown:
+            raise ImproperlyConfigured(f"{self.kind}: unknown settings {', '.join(sorted(unknown))}")
+        missing = {name for name in self.required_fields if not config.get(name)}
+        if missing:
+            raise ImproperlyConfigured(f"{self.kind}: missing settings {', '.join(sorted(missing))}")
+        self.config = config
+
+    def require(self, operation: str) -> None:
+        """Raise ``UnsupportedOperation`` unless this kind can do ``operation``."""
+        if operation not in self.capabilities:
+            raise UnsupportedOperation(f"The {self.label or self.kind} provider does not support {operation} of files.")
+
+    def upload(self, stream: UploadStream, options: UploadOptions) -> RemoteFile:
+        """Store the file read from ``stream``; return it as the provider now knows it.
+
+        Raises ``InvalidRequest``/``PayloadTooLarge`` (from the stream or the upstream), and the
+        ``Upstream*`` errors. On any error nothing is left behind upstream.
+        """
+        raise NotImplementedError
+
+    def list(self, *, purpose: str | None, limit: int, order: str, after: str | None) -> Page:
+        """One page of the upstream's files, newest first for ``order="desc"``."""
+        raise NotImplementedError
+
+    def retrieve(self, remote_id: str) -> RemoteFile:
+        """The file's current metadata. Raises ``FileNotFound`` if the upstream has no such file."""
+        raise NotImplementedError
+
+    def delete(self, remote_id: str) -> bool:
+        """Delete the file upstream. Idempotent: a file already gone counts as deleted.
+
+        Returns ``False`` if the upstream said the file was already gone, else ``True``.
+        """
+        raise NotImplementedError
+
+    def open_content(self, remote_id: str) -> Iterator[bytes]:
+        """The file's bytes in chunks. The generator releases the upstream stream when closed.
+
+        Raises ``FileNotFound`` before the first chunk if the file is gone.
+        """
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """Make one cheap authenticated call; raise the mapped error if it fails."""
+        raise NotImplementedError
+
+
+class ObjectStore(Protocol):
+    """The bytes side of an object-store kind: S3, GCS or a local folder."""
+
+    uri_scheme: str
+
+    def put(self, key: str, stream: UploadStream, *, content_type: str, size_hint: int | None) -> int: ...
+
+    def get(self, key: str) -> Iterator[bytes]: ...
+
+    def remove(self, key: str) -> None: ...
+
+    def check(self) -> None: ...
+
+
+class ObjectStoreProvider(Provider):
+    """Base of the kinds where the gateway stores the bytes itself (``local``, ``bedrock``, ``vertex``).
+
+    Ids are minted here; list and retrieve are answered from the gateway's records, so this base
+    only stores, streams and deletes objects. Subclasses build ``self.store`` and may rewrite
+    batch lines on the way in (``transform``).
+    """
+
+    stores_files = True
+    capabilities = ALL_OPERATIONS
+    store: ObjectStore
+    bucket: str = ""
+    prefix: str = ""
+
+    def object_key(self, namespace: str, file_id: str) -> str:
+        return f"{self.prefix}{namespace}/{file_id}"
+
+    def transform(self, stream: UploadStream, options: UploadOptions) -> UploadStream:
+        """Rewrite the stream on its way to storage (batch JSONL for Bedrock/Vertex). Default: as is."""
+        return stream
+
+    def upload(self, stream: UploadStream, options: UploadOptions) -> RemoteFile:
+        file_id = mint_file_id()
+        key = self.object_key(options.namespace, file_id)
+        size = self.store.put(
+            key, self.transform(stream, options), content_type=options.content_type, size_hint=options.size_hint
+        )
+        now = int(time.time())
+        expires_at = now + options.expires_after_seconds if options.expires_after_seconds else None
+        return RemoteFile(
+            id=file_id,
+            bytes=size,
+            created_at=now,
+            filename=options.filename,
+            purpose=options.purpose,
+            status="processed",
+            expires_at=expires_at,
+            storage_key=key,
+            storage_uri=f"{self.store.uri_scheme}://{self.bucket}/{key}" if self.bucket else "",
+        )
+
+    def list(self, *, purpose: str | None, limit: int, order: str, after: str | None) -> Page:
+        raise UnsupportedOperation("Files of this provider are listed from the gateway's records.")
+
+    def retrieve(self, remote_id: str) -> RemoteFile:
+        raise FileNotFound(f"No such File object: {remote_id}", param="id")
+
+    def delete(self, remote_id: str) -> bool:
+        self.store.remove(remote_id)
+        return True
+
+    def open_content(self, remote_id: str) -> Iterator[bytes]:
+        return self.store.get(remote_id)
+
+    def check(self) -> None:
+        self.store.check()
+
+
+def iter_chunks(stream: UploadStream | Iterable[bytes]) -> Iterator[bytes]:
+    """Iterate any upload stream or chunk iterable, skipping empty chunks."""
+    for chunk in stream:
+        if chunk:
+            yield chunk
+
+
+@dataclass
+class ByteCounter:
+    """Wraps a chunk iterator and counts what went through."""
+
+    source: Iterable[bytes]
+    total: int = field(default=0)
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self.source:
+            self.total += len(chunk)
+            yield chunk

@@ -1,0 +1,219 @@
+"""Business logic of tenants: API keys, provider accounts and storage-quota accounting.
+
+Quota bytes move through three states. ``quota_reserve`` holds bytes for an upload in flight with
+one conditional UPDATE; ``quota_commit`` turns the hold into used bytes (at the file's real size) in
+the same transaction that records the file; ``quota_release`` gives the hold back on failure. A
+hold whose worker died is reclaimed by ``quota_reclaim_stale`` after QUOTA_RESERVATION_TTL_SECONDS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from config.errors import AuthenticationFailed, InvalidRequest, QuotaExceeded
+from providers import registry
+from tenants.models import ApiKey, Organization, ProviderAccount, QuotaReservation
+
+logger = logging.getLogger("filegate.tenants")
+
+KEY_PREFIX = "fg_"
+PREFIX_LENGTH = 12
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    api_key: ApiKey
+    plaintext: str
+
+
+def _hash_key(plaintext: str) -> str:
+    # Keys are 256 random bits, so a fast hash is as strong as a slow one here, and it keeps
+    # authentication off the hot path's profile.
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def api_key_create(*, organization: Organization, name: str = "") -> IssuedKey:
+    """Create a key for ``organization``. The plaintext is returned once and never stored."""
+    for _ in range(5):
+        plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
+        try:
+            with transaction.atomic():
+                api_key = ApiKey.objects.create(
+                    organization=organization,
+                    name=name,
+                    prefix=plaintext[:PREFIX_LENGTH],
+                    key_hash=_hash_key(plaintext),
+                )
+        except IntegrityError:  # a prefix collision: astronomically rare, just draw again
+            continue
+        return IssuedKey(api_key=api_key, plaintext=plaintext)
+    raise RuntimeError("could not draw a unique API key prefix")
+
+
+def api_key_revoke(*, api_key: ApiKey) -> None:
+    ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+def api_key_authenticate(*, plaintext: str) -> ApiKey:
+    """Return the live key (with its organisation loaded) or raise ``AuthenticationFailed``."""
+    if not plaintext.startswith(KEY_PREFIX) or len(plaintext) < PREFIX_LENGTH + 8:
+        raise AuthenticationFailed(_masked_message(plaintext))
+    api_key = ApiKey.objects.select_related("organization").filter(prefix=plaintext[:PREFIX_LENGTH]).first()
+    if api_key is None or not hmac.compare_digest(api_key.key_hash, _hash_key(plaintext)):
+        raise AuthenticationFailed(_masked_message(plaintext))
+    if api_key.is_revoked:
+        raise AuthenticationFailed("This API key has been revoked.")
+    now = timezone.now()
+    resolution = timedelta(seconds=settings.API_KEY_LAST_USED_RESOLUTION_SECONDS)
+    # Only write last_used_at once per resolution window: a write on every request would serialise
+    # a busy key's requests on one row.
+    if api_key.last_used_at is None or now - api_key.last_used_at >= resolution:
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        api_key.last_used_at = now
+    return api_key
+
+
+def _masked_message(plaintext: str) -> str:
+    shown = plaintext[:6] + "*" * 4 + plaintext[-4:] if len(plaintext) > 12 else "****"
+    return f"Incorrect API key provided: {shown}."
+
+
+def organization_create(
+    *,
+    slug: str,
+    name: str = "",
+    storage_quota_bytes: int | None = None,
+    max_file_size_bytes: int | None = None,
+    batch_max_size_bytes: int | None = None,
+) -> Organization:
+    """Create an organisation; limits left ``None`` take the settings' defaults."""
+    if Organization.objects.filter(slug=slug).exists():
+        raise InvalidRequest(f"Organization {slug!r} already exists.", param="slug")
+    limits = {
+        "storage_quota_bytes": storage_quota_bytes,
+        "max_file_size_bytes": max_file_size_bytes,
+        "batch_max_size_bytes": batch_max_size_bytes,
+    }
+    for field, value in limits.items():
+        if value is not None and value <= 0:
+            raise InvalidRequest(f"{field} must be a positive number of bytes.", param=field)
+    return Organization.objects.create(
+        slug=slug, name=name or slug, **{field: value for field, value in limits.items() if value is not None}
+    )
+
+
+def provider_account_create(
+    *, organization: Organization, name: str, kind: str, config: dict[str, Any], is_default: bool = False
+) -> ProviderAccount:
+    """Validate ``config`` against the provider class and store it, secrets encrypted.
+
+    Raises ``InvalidRequest`` for an unknown kind, an unknown or missing key, or a taken name.
+    """
+    provider_settings, provider_secrets = registry.split_config(kind, config)
+    if ProviderAccount.objects.filter(organization=organization, name=name).exists():
+        raise InvalidRequest(f"Provider account {name!r} already exists in {organization.slug}.", param="name")
+    account = ProviderAccount(organization=organization, name=name, kind=kind, settings=provider_settings)
+    account.set_secrets(provider_secrets)
+    with transaction.atomic():
+        if is_default:
+            ProviderAccount.objects.filter(organization=organization, is_default=True).update(is_default=False)
+        account.is_default = is_default or not ProviderAccount.objects.filter(organization=organization).exists()
+        account.save()
+    return account
+
+
+def provider_account_resolve(*, organization: Organization, name: str | None) -> ProviderAccount:
+    """The account named ``name`` (the X-Provider-Account header), or the organisation's default."""
+    accounts = ProviderAccount.objects.filter(organization=organization)
+    if name:
+        account = accounts.filter(name=name).first()
+        if account is None:
+            raise InvalidRequest(
+                f"No provider account named {name!r} in this organization.",
+                param="X-Provider-Account",
+                code="unknown_provider_account",
+            )
+        return account
+    account = accounts.filter(is_default=True).first()
+    if account is None:
+        raise InvalidRequest(
+            "This organization has no default provider account; name one in the X-Provider-Account header.",
+            param="X-Provider-Account",
+            code="no_provider_account",
+        )
+    return account
+
+
+def quota_reserve(*, organization_id: int, nbytes: int) -> QuotaReservation:
+    """Hold ``nbytes`` of the organisation's quota for an upload in flight.
+
+    One conditional UPDATE decides: two uploads racing for the last bytes cannot both win, on
+    PostgreSQL (row lock, predicate re-checked) or SQLite (one writer). Raises ``QuotaExceeded``.
+    """
+    for attempt in range(2):
+        with transaction.atomic():
+            granted = Organization.objects.filter(
+                pk=organization_id,
+                used_bytes__lte=F("storage_quota_bytes") - F("reserved_bytes") - nbytes,
+            ).update(reserved_bytes=F("reserved_bytes") + nbytes)
+            if granted:
+                return QuotaReservation.objects.create(organization_id=organization_id, bytes=nbytes)
+        if attempt == 0 and not quota_reclaim_stale(organization_id=organization_id):
+            break
+    org = Organization.objects.get(pk=organization_id)
+    raise QuotaExceeded(
+        f"This upload needs up to {nbytes} bytes but the organization has {org.available_bytes} of its "
+        f"{org.storage_quota_bytes}-byte storage quota left. Delete files or ask for a higher quota."
+    )
+
+
+def quota_commit(*, reservation: QuotaReservation, actual_bytes: int) -> None:
+    """Turn a hold into used bytes at the file's real size. Call inside the transaction that records the file."""
+    deleted, _ = QuotaReservation.objects.filter(pk=reservation.pk).delete()
+    held = reservation.bytes if deleted else 0
+    if not deleted:
+        # The hold outlived QUOTA_RESERVATION_TTL_SECONDS and was reclaimed. The file exists, so it
+        # is charged anyway; the org may end up slightly over quota, which we accept and log.
+        logger.warning("quota reservation %s was reclaimed before commit", reservation.pk)
+    Organization.objects.filter(pk=reservation.organization_id).update(
+        reserved_bytes=F("reserved_bytes") - held, used_bytes=F("used_bytes") + actual_bytes
+    )
+
+
+def quota_release(*, reservation: QuotaReservation) -> None:
+    """Give a hold back (idempotent: a hold is released at most once)."""
+    with transaction.atomic():
+        deleted, _ = QuotaReservation.objects.filter(pk=reservation.pk).delete()
+        if deleted:
+            Organization.objects.filter(pk=reservation.organization_id).update(
+                reserved_bytes=F("reserved_bytes") - reservation.bytes
+            )
+
+
+def quota_free(*, organization_id: int, nbytes: int) -> None:
+    """Subtract a deleted file's bytes from used. Call inside the transaction that marks it deleted."""
+    Organization.objects.filter(pk=organization_id).update(used_bytes=F("used_bytes") - nbytes)
+
+
+def quota_reclaim_stale(*, organization_id: int | None = None) -> int:
+    """Release holds older than QUOTA_RESERVATION_TTL_SECONDS (their workers died). Returns how many."""
+    cutoff = timezone.now() - timedelta(seconds=settings.QUOTA_RESERVATION_TTL_SECONDS)
+    stale = QuotaReservation.objects.filter(created_at__lt=cutoff)
+    if organization_id is not None:
+        stale = stale.filter(organization_id=organization_id)
+    count = 0
+    for reservation in stale:
+        quota_release(reservation=reservation)
+        count += 1
+    return count
