@@ -80,12 +80,12 @@ class GatewayError(Exception):
 class InvalidRequest(GatewayError):
     status_code = 400
     error_type = "invalid_request_error"
-    default_code = None
+    default_code: str | None = None
     default_message = "The request is invalid."
 
 
 class UnsupportedOperation(InvalidRequest):
-    default_code = "operation_not_supported"
+    default_code: str | None = "operation_not_supported"
     default_message = "This provider does not support this operation."
 
 

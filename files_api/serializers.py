@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
 from files_api.models import PURPOSES
@@ -123,9 +124,10 @@ class FileObjectSerializer(serializers.Serializer):
         return data
 
 
+@extend_schema_serializer(many=False)  # the list envelope is one object, not an array of them
 class FileListSerializer(serializers.Serializer):
     object = serializers.CharField(default="list")
-    data = FileObjectSerializer(many=True)
+    data = FileObjectSerializer(many=True)  # type: ignore[assignment]
     first_id = serializers.CharField(allow_null=True)
     last_id = serializers.CharField(allow_null=True)
     has_more = serializers.BooleanField()

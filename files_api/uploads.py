@@ -69,7 +69,7 @@ class MultipartForm:
             raise InvalidRequest("A Content-Length header is required for uploads.", code="missing_content_length")
         self.content_length = content_length
         self.reader = CountingReader(raw, content_length)
-        stream = LazyStream(ChunkIter(self.reader, CHUNK_SIZE))
+        stream = LazyStream(ChunkIter(self.reader, CHUNK_SIZE))  # type: ignore[arg-type]
         self._parts = iter(Parser(stream, boundary.encode("ascii", "replace")))
         self.fields: dict[str, str] = {}
         self.file: FilePart | None = None

@@ -36,7 +36,7 @@ class Organization(models.Model):
     # with conditional UPDATEs; never assign them from Python.
     used_bytes = models.BigIntegerField(default=0, editable=False)
     reserved_bytes = models.BigIntegerField(default=0, editable=False)
-    admins = models.ManyToManyField(
+    admins: models.ManyToManyField[Any, Any] = models.ManyToManyField(
         settings.AUTH_USER_MODEL, through="Membership", related_name="organizations", blank=True
     )
     created_at = models.DateTimeField(auto_now_add=True)
