@@ -33,6 +33,7 @@ class CountingReader:
         self.raw = raw
         self.content_length = content_length
         self.received = 0
+        self.hit_end = False
 
     def read(self, size: int) -> bytes:
         try:
@@ -40,11 +41,14 @@ class CountingReader:
         except (OSError, ValueError) as exc:
             raise InvalidRequest("The request body could not be read to the end.", code="incomplete_body") from exc
         self.received += len(data)
+        if not data:
+            self.hit_end = True
         return data
 
     @property
     def is_truncated(self) -> bool:
-        return self.received < self.content_length
+        """True once the body has ended before Content-Length bytes arrived (the client went away)."""
+        return self.hit_end and self.received < self.content_length
 
 
 @dataclass
