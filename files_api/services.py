@@ -122,8 +122,23 @@ def file_upload(*, api_key: ApiKey, account: ProviderAccount, form: MultipartFor
     Sequence: check the size limit, reserve quota, stream to the provider (limits, checksum and
     batch validation applied per chunk), record the file and commit the quota. Raises
     ``InvalidRequest``, ``PayloadTooLarge``, ``QuotaExceeded``, ``UnsupportedOperation`` and the
-    provider's ``Upstream*`` errors; after any of them nothing is recorded or charged.
+    provider's ``Upstream*`` errors; after any of them nothing is recorded or charged, and a failed
+    ``file.create`` audit event says why.
     """
+    try:
+        return _upload(api_key=api_key, account=account, form=form)
+    except Exception as exc:
+        _audit(
+            organization=api_key.organization,
+            api_key=api_key,
+            action=AuditEvent.Action.CREATE,
+            account=account,
+            error=exc,
+        )
+        raise
+
+
+def _upload(*, api_key: ApiKey, account: ProviderAccount, form: MultipartForm) -> RemoteFile:
     organization = api_key.organization
     provider = provider_for(account)
     provider.require(UPLOAD)
@@ -243,20 +258,12 @@ def _store(
         file = _record(
             api_key=api_key, account=account, remote=remote, stream=stream, options=fields, reservation=reservation
         )
-    except BaseException as exc:
+    except BaseException:
         # Whatever failed, the bytes are not ours to charge: release the hold, and remove an
         # upstream object that no record will ever point at.
         quota_release(reservation=reservation)
         if remote is not None:
             _delete_orphan(provider, remote)
-        _audit(
-            organization=organization,
-            api_key=api_key,
-            action=AuditEvent.Action.CREATE,
-            account=account,
-            nbytes=stream.bytes_read,
-            error=exc,
-        )
         raise
     return file_as_remote(file)
 
