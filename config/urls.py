@@ -6,7 +6,7 @@ from django.contrib import admin
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularJSONAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from config import errors
 
@@ -33,9 +33,10 @@ def unknown_api_url(request: HttpRequest, rest: str = "") -> JsonResponse:
 
 urlpatterns = [
     path("v1/", include("files_api.urls")),
-    path("v1/openapi.json", SpectacularAPIView.as_view(), name="schema"),
+    # JSON whatever the Accept header says: the path promises JSON.
+    path("v1/openapi.json", SpectacularJSONAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
-    path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path("redoc/", SpectacularRedocView.as_view(url_name="schema", template_name="files_api/redoc.html"), name="redoc"),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("admin/", admin.site.urls),
