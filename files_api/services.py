@@ -8,6 +8,7 @@ second short one.
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import tempfile
 from collections.abc import Iterator
@@ -20,7 +21,14 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from config.errors import FileNotFound, GatewayError, InvalidRequest, PayloadTooLarge
+from config.errors import (
+    FileNotFound,
+    GatewayError,
+    InternalError,
+    InvalidRequest,
+    PayloadTooLarge,
+    to_gateway_error,
+)
 from files_api.models import AuditEvent, File
 from files_api.serializers import UploadFieldsSerializer
 from files_api.uploads import FileStream, MultipartForm
@@ -77,9 +85,11 @@ def _audit(
 ) -> None:
     outcome, detail = "success", ""
     if error is not None:
-        gateway_error = error if isinstance(error, GatewayError) else None
-        outcome = (gateway_error.code if gateway_error else None) or type(error).__name__
-        detail = gateway_error.message if gateway_error else "unexpected error"
+        # What the client was told (a DRF ValidationError becomes its InvalidRequest); a bug keeps its class name.
+        gateway_error = to_gateway_error(error)
+        unexpected = isinstance(gateway_error, InternalError) and gateway_error is not error
+        outcome = type(error).__name__ if unexpected else (gateway_error.code or type(gateway_error).__name__)
+        detail = "unexpected error" if unexpected else gateway_error.message
     AuditEvent.objects.create(
         organization=organization,
         api_key=api_key,
@@ -114,6 +124,26 @@ def _expires_after(purpose: str, fields: dict[str, Any]) -> int | None:
     if seconds is None and purpose == "batch" and settings.BATCH_FILE_DEFAULT_TTL_SECONDS:
         return settings.BATCH_FILE_DEFAULT_TTL_SECONDS  # OpenAI expires batch files after 30 days by default
     return seconds
+
+
+def file_create(
+    *, api_key: ApiKey, account_name: str | None, body: Any, content_type: str, content_length: int | None
+) -> RemoteFile:
+    """Resolve the provider account, open the multipart ``body`` and upload it (``file_upload``).
+
+    Refusals before the upload starts (an unknown account, a body that is not multipart) raise
+    ``InvalidRequest`` and are audited like every other failed upload.
+    """
+    try:
+        account = provider_account_resolve(organization=api_key.organization, name=account_name)
+        # DRF hands over no stream at all for an empty body; read that as an empty body.
+        form = MultipartForm(
+            body if body is not None else io.BytesIO(), content_type=content_type, content_length=content_length
+        )
+    except GatewayError as exc:
+        _audit(organization=api_key.organization, api_key=api_key, action=AuditEvent.Action.CREATE, error=exc)
+        raise
+    return file_upload(api_key=api_key, account=account, form=form)
 
 
 def file_upload(*, api_key: ApiKey, account: ProviderAccount, form: MultipartForm) -> RemoteFile:
@@ -340,8 +370,10 @@ def _find_record(organization: Organization, file_id: str) -> File | None:
     Raises ``FileNotFound`` when the id is recorded for another organisation, deleted or expired:
     a record elsewhere must not be reachable through shared upstream credentials either.
     """
-    file = File.objects.select_related("provider_account").filter(public_id=file_id).first()
-    if file is None:
+    try:
+        # get() rather than first(): no ORDER BY from Meta.ordering to compile on every retrieve.
+        file = File.objects.select_related("provider_account").get(public_id=file_id)
+    except File.DoesNotExist:
         return None
     if file.organization_id != organization.pk or file.is_deleted or file.is_expired():
         raise FileNotFound(f"No such File object: {file_id}", param="id")
@@ -459,6 +491,10 @@ def file_content(*, api_key: ApiKey, account_name: str | None, file_id: str) -> 
     try:
         provider.require(CONTENT)
         chunks = provider.open_content(file.remote_ref if file else file_id)
+        if size is None:
+            # Pass-through kinds report the upstream's Content-Length: with it, a download cut off
+            # mid-stream is a visible error for the client instead of a silently shorter file.
+            size = getattr(chunks, "size_bytes", None)
     except Exception as exc:
         _audit(
             organization=organization,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import cast
 from urllib.parse import quote
 
 from django.http import StreamingHttpResponse
@@ -21,8 +22,7 @@ from files_api.serializers import (
     FileObjectSerializer,
     FileUploadSerializer,
 )
-from files_api.uploads import MultipartForm
-from tenants.services import provider_account_resolve
+from tenants.models import ApiKey
 
 ACCOUNT_HEADER = "HTTP_X_PROVIDER_ACCOUNT"
 
@@ -43,44 +43,63 @@ def _errors(*statuses: int) -> dict[int, OpenApiResponse]:
     meaning = {
         400: "Invalid request (validation, unknown account, unsupported operation).",
         401: "Missing, unknown or revoked API key.",
-        403: "Storage quota exceeded (code storage_quota_exceeded).",
+        403: "Storage quota exceeded (type insufficient_quota, code storage_quota_exceeded).",
         404: "No such file (also for other organisations' files).",
         413: "File larger than the organisation's limit.",
         429: "The provider is rate limiting (Retry-After kept).",
+        500: "An unexpected error in the gateway (details are logged, never returned).",
         502: "The provider failed.",
         503: "The provider could not be reached.",
         504: "The provider timed out.",
     }
-    return {status: OpenApiResponse(ErrorSerializer, description=meaning[status]) for status in statuses}
+    # Any operation can hit a bug; it still answers with the envelope.
+    return {status: OpenApiResponse(ErrorSerializer, description=meaning[status]) for status in (*statuses, 500)}
 
 
 UPSTREAM = (429, 502, 503, 504)
+FILES_TAG = ["files"]
 
 
+# The operation ids are the ones in OpenAI's own spec, so generated clients name their methods alike.
 @extend_schema_view(
     list=extend_schema(
+        operation_id="listFiles",
         summary="List files",
+        description="One page of the organisation's files on the provider account, newest first by default.",
+        tags=FILES_TAG,
         parameters=[ACCOUNT_PARAMETER, FileListQuerySerializer],
         responses={200: FileListSerializer, **_errors(400, 401, *UPSTREAM)},
     ),
     create=extend_schema(
+        operation_id="createFile",
         summary="Upload a file",
+        description="A multipart upload, streamed to the provider account while it arrives.",
+        tags=FILES_TAG,
         parameters=[ACCOUNT_PARAMETER],
         request={"multipart/form-data": FileUploadSerializer},
         responses={200: FileObjectSerializer, **_errors(400, 401, 403, 413, *UPSTREAM)},
     ),
     retrieve=extend_schema(
+        operation_id="retrieveFile",
         summary="Retrieve a file",
+        description="The file object. Another organisation's file is a 404.",
+        tags=FILES_TAG,
         parameters=[ACCOUNT_PARAMETER, FILE_ID],
         responses={200: FileObjectSerializer, **_errors(400, 401, 404, *UPSTREAM)},
     ),
     destroy=extend_schema(
+        operation_id="deleteFile",
         summary="Delete a file",
+        description="Deletes the file upstream and frees its bytes of the quota.",
+        tags=FILES_TAG,
         parameters=[ACCOUNT_PARAMETER, FILE_ID],
         responses={200: FileDeletedSerializer, **_errors(400, 401, 404, *UPSTREAM)},
     ),
     content=extend_schema(
+        operation_id="downloadFile",
         summary="Download a file's content",
+        description="The file's bytes, streamed.",
+        tags=FILES_TAG,
         parameters=[ACCOUNT_PARAMETER, FILE_ID],
         responses={
             (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description="The file's bytes."),
@@ -105,7 +124,9 @@ class FileViewSet(viewsets.ViewSet):
         query = FileListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         page = services.file_list(
-            organization=request.auth.organization, account_name=self._account_name(request), **query.validated_data
+            organization=_api_key(request).organization,
+            account_name=self._account_name(request),
+            **query.validated_data,
         )
         data = FileObjectSerializer(page.data, many=True).data
         return Response(
@@ -119,29 +140,40 @@ class FileViewSet(viewsets.ViewSet):
         )
 
     def create(self, request: Request) -> Response:
-        account = provider_account_resolve(organization=request.auth.organization, name=self._account_name(request))
-        form = MultipartForm(request.stream, content_type=request.content_type, content_length=_content_length(request))
-        remote = services.file_upload(api_key=request.auth, account=account, form=form)
+        remote = services.file_create(
+            api_key=_api_key(request),
+            account_name=self._account_name(request),
+            body=request.stream,
+            content_type=request.content_type,
+            content_length=_content_length(request),
+        )
         return Response(FileObjectSerializer(remote).data)
 
     def retrieve(self, request: Request, id: str) -> Response:
         remote = services.file_retrieve(
-            organization=request.auth.organization, account_name=self._account_name(request), file_id=id
+            organization=_api_key(request).organization, account_name=self._account_name(request), file_id=id
         )
         return Response(FileObjectSerializer(remote).data)
 
     def destroy(self, request: Request, id: str) -> Response:
-        deleted_id = services.file_delete(api_key=request.auth, account_name=self._account_name(request), file_id=id)
+        deleted_id = services.file_delete(
+            api_key=_api_key(request), account_name=self._account_name(request), file_id=id
+        )
         return Response({"id": deleted_id, "object": "file", "deleted": True})
 
     @action(detail=True, methods=["get"])
     def content(self, request: Request, id: str) -> StreamingHttpResponse:
-        content = services.file_content(api_key=request.auth, account_name=self._account_name(request), file_id=id)
+        content = services.file_content(api_key=_api_key(request), account_name=self._account_name(request), file_id=id)
         response = StreamingHttpResponse(content.chunks, content_type="application/octet-stream")
         response["Content-Disposition"] = _attachment(content.filename)
         if content.size_bytes is not None:
             response["Content-Length"] = str(content.size_bytes)
         return response
+
+
+def _api_key(request: Request) -> ApiKey:
+    # HasApiKey guarantees request.auth is an ApiKey before any action runs.
+    return cast(ApiKey, request.auth)
 
 
 def _content_length(request: Request) -> int | None:

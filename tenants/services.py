@@ -69,7 +69,11 @@ def api_key_authenticate(*, plaintext: str) -> ApiKey:
     """Return the live key (with its organisation loaded) or raise ``AuthenticationFailed``."""
     if not plaintext.startswith(KEY_PREFIX) or len(plaintext) < PREFIX_LENGTH + 8:
         raise AuthenticationFailed(_masked_message(plaintext))
-    api_key = ApiKey.objects.select_related("organization").filter(prefix=plaintext[:PREFIX_LENGTH]).first()
+    try:
+        # get() rather than first(): it compiles no ORDER BY (Meta.ordering), a third of the query's cost.
+        api_key = ApiKey.objects.select_related("organization").get(prefix=plaintext[:PREFIX_LENGTH])
+    except ApiKey.DoesNotExist:
+        api_key = None
     if api_key is None or not hmac.compare_digest(api_key.key_hash, _hash_key(plaintext)):
         raise AuthenticationFailed(_masked_message(plaintext))
     if api_key.is_revoked:
@@ -137,7 +141,8 @@ def provider_account_resolve(*, organization: Organization, name: str | None) ->
     """The account named ``name`` (the X-Provider-Account header), or the organisation's default."""
     accounts = ProviderAccount.objects.filter(organization=organization)
     if name:
-        account = accounts.filter(name=name).first()
+        # get() rather than first() here and below: Meta.ordering would add a join to Organization.
+        account = _get_or_none(accounts, name=name)
         if account is None:
             raise InvalidRequest(
                 f"No provider account named {name!r} in this organization.",
@@ -145,7 +150,7 @@ def provider_account_resolve(*, organization: Organization, name: str | None) ->
                 code="unknown_provider_account",
             )
         return account
-    account = accounts.filter(is_default=True).first()
+    account = _get_or_none(accounts, is_default=True)
     if account is None:
         raise InvalidRequest(
             "This organization has no default provider account; name one in the X-Provider-Account header.",
@@ -153,6 +158,13 @@ def provider_account_resolve(*, organization: Organization, name: str | None) ->
             code="no_provider_account",
         )
     return account
+
+
+def _get_or_none(queryset: Any, **lookup: Any) -> Any:
+    try:
+        return queryset.get(**lookup)
+    except queryset.model.DoesNotExist:
+        return None
 
 
 def quota_reserve(*, organization_id: int, nbytes: int) -> QuotaReservation:

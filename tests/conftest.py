@@ -115,8 +115,15 @@ def fake_account_a(tenant_a: Tenant, fake_provider: type[FakeProvider]) -> Provi
     )
 
 
-def upload(client: APIClient, content: bytes = b"hello", *, filename: str = "hello.txt", purpose: str | None = "assistants",
-           account: str | None = None, **fields: Any) -> Any:
+def upload(
+    client: APIClient,
+    content: bytes = b"hello",
+    *,
+    filename: str = "hello.txt",
+    purpose: str | None = "assistants",
+    account: str | None = None,
+    **fields: Any,
+) -> Any:
     """POST one file through the test client as the SDK would (purpose first, then the file)."""
     from django.core.files.uploadedfile import SimpleUploadedFile
 
@@ -132,8 +139,12 @@ def upload(client: APIClient, content: bytes = b"hello", *, filename: str = "hel
 def batch_line(custom_id: str = "req-1", **overrides: Any) -> bytes:
     import json
 
-    line = {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
-            "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}}
+    line = {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+    }
     line.update(overrides)
     return json.dumps(line).encode() + b"\n"
 
