@@ -53,6 +53,8 @@ class Tenant:
 @pytest.fixture(autouse=True)
 def data_dir(tmp_path: Path, settings: Any) -> Path:
     settings.DATA_DIR = tmp_path / "data"
+    # Real password hashing costs ~0.3 s per admin login; tests check who may log in, not the hash.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     registry.clear_cache()
     return settings.DATA_DIR
 

@@ -12,11 +12,6 @@ from tenants.models import Membership
 from tests.conftest import Tenant, upload
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings: Any) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def files(tenant_a: Tenant, tenant_b: Tenant) -> dict[str, str]:
     """One file in each organisation (and their audit events), by organisation slug."""

@@ -20,12 +20,6 @@ SECRET = "sk-super-secret-value-1234"
 NO_MEMBERSHIP_CHANGES = {"membership_set-TOTAL_FORMS": 0, "membership_set-INITIAL_FORMS": 0}
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings: Any) -> None:
-    # admin_client's superuser gets a real password; PBKDF2 would cost 0.3 s per test.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def org_admin(django_user_model: Any, tenant_a: Tenant, tenant_b: Tenant) -> Any:
     user = django_user_model.objects.create_user(username="alice", is_staff=True)
