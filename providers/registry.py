@@ -20,6 +20,8 @@ from providers.base import Provider
 
 PROVIDERS: dict[str, str] = {
     "local": "providers.local.LocalProvider",
+    "openai": "providers.openai.OpenAIProvider",
+    "azure_openai": "providers.azure.AzureOpenAIProvider",
 }
 
 _classes: dict[str, type[Provider]] = {}

@@ -1,0 +1,209 @@
+"""Upstream faults seen through the gateway: each ends with the right error, no stray record, exact usage."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+import httpx
+import pytest
+
+from config.errors import UpstreamError
+from files_api.models import AuditEvent, File
+from tenants.models import Organization, QuotaReservation
+from tests.conftest import Tenant, batch_line, upload
+from tests.upstreams import FakeFilesServer, add_upstream_account
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture(params=["openai", "azure_openai"])
+def upstream(request: pytest.FixtureRequest, tenant_a: Tenant) -> FakeFilesServer:
+    """A fake upstream of each pass-through kind, with an account of tenant_a named ``up`` on it."""
+    server = request.getfixturevalue("fake_openai" if request.param == "openai" else "fake_azure")
+    add_upstream_account(tenant_a, server, name="up")
+    return server
+
+
+def assert_usage(org: Organization, used_bytes: int) -> None:
+    org.refresh_from_db()
+    assert (org.used_bytes, org.reserved_bytes) == (used_bytes, 0)
+    assert not QuotaReservation.objects.filter(organization=org).exists()
+
+
+def assert_error(response: Any, status: int, error_type: str, code: str | None) -> None:
+    assert response.status_code == status, response.content
+    error = response.json()["error"]
+    assert (error["type"], error["code"]) == (error_type, code)
+
+
+def assert_nothing_recorded(tenant: Tenant, server: FakeFilesServer) -> None:
+    assert not File.objects.filter(organization=tenant.org).exists()
+    assert_usage(tenant.org, 0)
+    assert server.files == {}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# Uploads.
+
+
+def test_an_upstream_500_on_upload_is_a_502_and_is_not_retried(tenant_a, upstream):
+    upstream.fail("upload", status=500)
+    response = upload(tenant_a.client, b"payload", account="up")
+    assert_error(response, 502, "server_error", "upstream_error")
+    assert_nothing_recorded(tenant_a, upstream)
+    assert len(upstream.calls("POST")) == 1
+    event = AuditEvent.objects.get(action=AuditEvent.Action.CREATE)
+    assert event.outcome == "upstream_error"
+
+
+def test_an_upstream_429_on_upload_keeps_retry_after(tenant_a, upstream):
+    upstream.fail("upload", status=429, retry_after="9")
+    response = upload(tenant_a.client, b"payload", account="up")
+    assert_error(response, 429, "rate_limit_error", "rate_limit_exceeded")
+    assert response["Retry-After"] == "9"
+    assert_nothing_recorded(tenant_a, upstream)
+
+
+def test_an_upstream_that_does_not_answer_is_a_504(tenant_a, upstream):
+    add_upstream_account(tenant_a, upstream, name="slow", timeout="0.3")
+    upstream.fail("upload", "hang")
+    response = upload(tenant_a.client, os.urandom(64 * 1024), account="slow")
+    assert_error(response, 504, "server_error", "upstream_timeout")
+    assert_nothing_recorded(tenant_a, upstream)
+
+
+def test_a_connection_reset_midway_through_an_upload_is_a_502_with_nothing_left(tenant_a, upstream):
+    upstream.fail("upload", "reset", after_bytes=512 * 1024)
+    response = upload(tenant_a.client, os.urandom(3 * MiB), account="up")
+    assert_error(response, 502, "server_error", "upstream_error")
+    upstream.wait_for(lambda: len(upstream.uploads) == 1)
+    assert not upstream.uploads[0].is_complete
+    assert_nothing_recorded(tenant_a, upstream)
+    assert list(upstream.root.iterdir()) == []
+
+
+def test_refused_account_credentials_are_a_403_that_does_not_blame_the_clients_key(tenant_a, upstream):
+    add_upstream_account(tenant_a, upstream, name="stale", api_key="sk-stale-key-00000000")
+    response = upload(tenant_a.client, b"payload", account="stale")
+    assert_error(response, 403, "invalid_request_error", "upstream_authentication_failed")
+    assert "WWW-Authenticate" not in response
+    assert "sk-stale" not in response.json()["error"]["message"]
+    assert_nothing_recorded(tenant_a, upstream)
+
+
+def test_a_refused_connection_is_a_503(tenant_a, upstream):
+    add_upstream_account(tenant_a, upstream, name="down", base_url=f"http://127.0.0.1:{free_port()}")
+    response = upload(tenant_a.client, b"payload", account="down")
+    assert_error(response, 503, "server_error", "upstream_unavailable")
+    assert_nothing_recorded(tenant_a, upstream)
+
+
+def test_a_bad_batch_line_late_in_the_file_leaves_nothing_upstream(tenant_a, upstream):
+    lines = b"".join(batch_line(f"req-{n}") for n in range(20_000)) + b'{"custom_id": "late"}\n'
+    assert len(lines) > 2 * MiB  # several chunks went upstream before the bad line arrived
+    response = upload(tenant_a.client, lines, filename="batch.jsonl", purpose="batch", account="up")
+    assert_error(response, 400, "invalid_request_error", "invalid_batch_file")
+    assert "line 20001" in response.json()["error"]["message"]
+    upstream.wait_for(lambda: len(upstream.uploads) == 1)
+    assert upstream.uploads[0].size > MiB and not upstream.uploads[0].is_complete
+    assert_nothing_recorded(tenant_a, upstream)
+
+
+def test_an_oversize_upload_is_refused_before_anything_goes_upstream(tenant_a, upstream):
+    Organization.objects.filter(pk=tenant_a.org.pk).update(max_file_size_bytes=MiB)
+    tenant_a.api_key.organization.refresh_from_db()
+    response = upload(tenant_a.client, os.urandom(2 * MiB), account="up")
+    assert_error(response, 413, "invalid_request_error", "file_too_large")
+    assert upstream.requests == []
+    assert_usage(tenant_a.org, 0)
+
+
+# Reads and deletes.
+
+
+def uploaded(tenant: Tenant, content: bytes) -> str:
+    response = upload(tenant.client, content, account="up")
+    assert response.status_code == 200, response.json()
+    return response.json()["id"]
+
+
+def test_a_connection_reset_midway_through_a_download_ends_the_stream_with_an_error(tenant_a, upstream):
+    content = os.urandom(2 * MiB)
+    file_id = uploaded(tenant_a, content)
+    upstream.fail("content", "reset", after_bytes=MiB // 2)
+    response = tenant_a.client.get(f"/v1/files/{file_id}/content")
+    assert response.status_code == 200 and response["Content-Length"] == str(len(content))
+    with pytest.raises(UpstreamError):
+        b"".join(response.streaming_content)
+    assert File.objects.get(public_id=file_id).deleted_at is None
+    assert_usage(tenant_a.org, len(content))
+
+
+def test_a_download_cut_off_is_never_complete_for_an_http_client(live_server, tenant_a, fake_openai):
+    add_upstream_account(tenant_a, fake_openai, name="up")
+    content = os.urandom(2 * MiB)
+    file_id = uploaded(tenant_a, content)
+    fake_openai.fail("content", "reset", after_bytes=MiB // 2)
+    headers = {"Authorization": f"Bearer {tenant_a.key}"}
+    received = bytearray()
+    with (
+        httpx.Client(base_url=live_server.url, headers=headers, timeout=1) as client,
+        client.stream("GET", f"/v1/files/{file_id}/content") as response,
+    ):
+        assert response.headers["Content-Length"] == str(len(content))
+        # The declared length makes the cut an error, never a shorter file. Gunicorn closes the
+        # connection (RemoteProtocolError); Django's dev server keeps it open (ReadTimeout).
+        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadTimeout)):
+            for chunk in response.iter_bytes():
+                received += chunk
+    assert 0 < len(received) < len(content)
+
+
+def test_list_failures_are_retried_then_a_502(tenant_a, upstream, settings):
+    settings.UPSTREAM_RETRIES = 2
+    upstream.fail("list", status=500, times=10)
+    response = tenant_a.client.get("/v1/files", HTTP_X_PROVIDER_ACCOUNT="up")
+    assert_error(response, 502, "server_error", "upstream_error")
+    assert len(upstream.calls("GET")) == 3
+
+
+def test_a_transient_retrieve_failure_is_retried_away(tenant_a, upstream):
+    file_id = uploaded(tenant_a, b"abc")
+    upstream.fail("retrieve", status=503)
+    assert tenant_a.client.get(f"/v1/files/{file_id}").status_code == 200
+
+
+def test_a_rate_limited_retrieve_keeps_retry_after(tenant_a, upstream):
+    file_id = uploaded(tenant_a, b"abc")
+    upstream.fail("retrieve", status=429, retry_after="3")
+    response = tenant_a.client.get(f"/v1/files/{file_id}")
+    assert_error(response, 429, "rate_limit_error", "rate_limit_exceeded")
+    assert response["Retry-After"] == "3"
+
+
+def test_a_failed_delete_keeps_the_record_and_the_charge(tenant_a, upstream, settings):
+    settings.UPSTREAM_RETRIES = 2
+    file_id = uploaded(tenant_a, b"12345")
+    upstream.fail("delete", status=500, times=3)
+    assert_error(tenant_a.client.delete(f"/v1/files/{file_id}"), 502, "server_error", "upstream_error")
+    assert File.objects.get(public_id=file_id).deleted_at is None
+    assert_usage(tenant_a.org, 5)
+    assert tenant_a.client.delete(f"/v1/files/{file_id}").json()["deleted"] is True
+    assert File.objects.get(public_id=file_id).deleted_at is not None
+    assert_usage(tenant_a.org, 0)
+
+
+def test_a_file_already_gone_upstream_is_deleted_and_released(tenant_a, upstream):
+    file_id = uploaded(tenant_a, b"12345")
+    upstream.files.pop(file_id).path.unlink()
+    response = tenant_a.client.delete(f"/v1/files/{file_id}")
+    assert response.json() == {"id": file_id, "object": "file", "deleted": True}
+    assert File.objects.get(public_id=file_id).deleted_at is not None
+    assert_usage(tenant_a.org, 0)

@@ -1,0 +1,193 @@
+"""One contract for every provider kind: the official ``openai`` SDK against a live gateway.
+
+Each test runs once per kind. The pass-through kinds talk to the fake upstreams of
+``tests/upstreams.py`` (real HTTP on 127.0.0.1); ``local`` stores in the test's data folder. A new
+kind joins by adding a branch to the ``contract`` fixture.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import openai
+import pytest
+from django.conf import settings
+from openai import OpenAI
+from openai.types import FileDeleted, FileObject
+
+from tenants.models import Organization
+from tests.conftest import Tenant, batch_line
+from tests.upstreams import FakeFilesServer, add_upstream_account
+
+KINDS = ["local", "openai", "azure_openai"]
+MISSING_ID = "file-doesnotexist000000000"
+
+
+@dataclass
+class Contract:
+    kind: str
+    account: str
+    tenant: Tenant
+    sdk: OpenAI
+    upstream: FakeFilesServer | None  # None: the gateway stores the bytes itself
+
+    def stored_count(self) -> int:
+        """How many files the provider holds (upstream, or on disk for stored kinds)."""
+        if self.upstream is not None:
+            return len(self.upstream.files)
+        root = settings.DATA_DIR / "files"
+        return sum(1 for path in root.rglob("*") if path.is_file()) if root.exists() else 0
+
+    def used_bytes(self) -> int:
+        org = Organization.objects.get(pk=self.tenant.org.pk)
+        assert org.reserved_bytes == 0
+        return org.used_bytes
+
+
+def sdk_for(live_server, tenant: Tenant, account: str) -> OpenAI:
+    # max_retries=0: a retried request would hide which error the gateway gave first.
+    return OpenAI(
+        base_url=f"{live_server.url}/v1",
+        api_key=tenant.key,
+        default_headers={"X-Provider-Account": account},
+        max_retries=0,
+        timeout=30,
+    )
+
+
+def account_on(kind: str, request: pytest.FixtureRequest, tenant: Tenant) -> tuple[str, FakeFilesServer | None]:
+    if kind == "local":
+        return tenant.account.name, None
+    server = request.getfixturevalue({"openai": "fake_openai", "azure_openai": "fake_azure"}[kind])
+    return add_upstream_account(tenant, server).name, server
+
+
+@pytest.fixture(params=KINDS)
+def contract(request: pytest.FixtureRequest, live_server, tenant_a: Tenant) -> Iterator[Contract]:
+    account, upstream = account_on(request.param, request, tenant_a)
+    sdk = sdk_for(live_server, tenant_a, account)
+    yield Contract(kind=request.param, account=account, tenant=tenant_a, sdk=sdk, upstream=upstream)
+    sdk.close()
+
+
+def binary_content(size: int = 2 * 1024 * 1024 + 11) -> bytes:
+    """Random bytes with multipart framing look-alikes inside, over more than one chunk."""
+    return os.urandom(size // 2) + b"\r\n--boundary\r\nContent-Disposition: x\r\n\r\n" + os.urandom(size // 2)
+
+
+def create(
+    contract: Contract, content: bytes, *, filename: str = "data.bin", purpose: str = "assistants"
+) -> FileObject:
+    return contract.sdk.files.create(file=(filename, content, "application/octet-stream"), purpose=purpose)  # type: ignore[arg-type]
+
+
+def test_it_uploads_and_retrieves(contract):
+    content = binary_content()
+    created = create(contract, content)
+    assert (created.object, created.bytes, created.filename, created.purpose) == (
+        "file",
+        len(content),
+        "data.bin",
+        "assistants",
+    )
+    assert created.status == ("pending" if contract.kind == "azure_openai" else "processed")
+    retrieved = contract.sdk.files.retrieve(created.id)
+    assert (retrieved.id, retrieved.bytes, retrieved.filename, retrieved.purpose) == (
+        created.id,
+        len(content),
+        "data.bin",
+        "assistants",
+    )
+    assert retrieved.status == "processed"
+    assert contract.stored_count() == 1
+    assert contract.used_bytes() == len(content)
+    if contract.upstream is not None:
+        [received] = contract.upstream.uploads
+        assert received.sha256 == hashlib.sha256(content).hexdigest()
+        assert contract.upstream.content_of(created.id) == content
+
+
+def test_it_honours_expires_after(contract):
+    created = contract.sdk.files.create(
+        file=("a.txt", b"abc"), purpose="assistants", expires_after={"anchor": "created_at", "seconds": 3600}
+    )
+    assert created.expires_at is not None and abs(created.expires_at - created.created_at - 3600) <= 2
+
+
+def test_it_lists_with_paging(contract):
+    ids = [create(contract, f"file {n}".encode(), filename=f"{n}.txt").id for n in range(3)]
+    batch = create(contract, batch_line("only"), filename="b.jsonl", purpose="batch").id
+    first = contract.sdk.files.list(limit=2, purpose="assistants")
+    assert [f.id for f in first.data] == [ids[2], ids[1]] and first.has_more
+    assert [f.id for f in contract.sdk.files.list(limit=2, purpose="assistants")] == ids[::-1]  # auto-paging
+    assert [f.id for f in contract.sdk.files.list(limit=2, order="asc", purpose="assistants")] == ids
+    assert [f.id for f in contract.sdk.files.list(purpose="batch")] == [batch]
+    assert len(list(contract.sdk.files.list())) == 4
+
+
+def test_it_streams_content_byte_for_byte(contract):
+    content = binary_content()
+    file_id = create(contract, content).id
+    assert contract.sdk.files.content(file_id).read() == content
+    with contract.sdk.files.with_streaming_response.content(file_id) as response:
+        assert response.headers["content-type"] == "application/octet-stream"
+        assert b"".join(response.iter_bytes()) == content
+
+
+def test_it_deletes_and_releases_the_quota(contract):
+    content = binary_content(4096)
+    file_id = create(contract, content).id
+    deleted = contract.sdk.files.delete(file_id)
+    assert isinstance(deleted, FileDeleted) and (deleted.id, deleted.deleted, deleted.object) == (file_id, True, "file")
+    assert contract.stored_count() == 0
+    assert contract.used_bytes() == 0
+    with pytest.raises(openai.NotFoundError):
+        contract.sdk.files.retrieve(file_id)
+    with pytest.raises(openai.NotFoundError):
+        contract.sdk.files.delete(file_id)
+
+
+def test_unknown_ids_are_not_found(contract):
+    for call in (contract.sdk.files.retrieve, contract.sdk.files.content, contract.sdk.files.delete):
+        with pytest.raises(openai.NotFoundError) as raised:
+            call(MISSING_ID)
+        assert raised.value.response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_another_organizations_file_is_not_found(contract, request, live_server, tenant_b):
+    file_id = create(contract, b"private").id
+    account, _ = account_on(contract.kind, request, tenant_b)  # the same upstream, for pass-through kinds
+    with sdk_for(live_server, tenant_b, account) as other:
+        for call in (other.files.retrieve, other.files.content, other.files.delete):
+            with pytest.raises(openai.NotFoundError):
+                call(file_id)
+        assert file_id not in [f.id for f in other.files.list()]
+    assert contract.sdk.files.retrieve(file_id).id == file_id
+
+
+def test_a_rejected_upload_leaves_nothing_behind(contract):
+    lines = b"".join(batch_line(f"req-{n}") for n in range(20_000)) + b"not json\n"
+    with pytest.raises(openai.BadRequestError) as raised:
+        create(contract, lines, filename="batch.jsonl", purpose="batch")
+    assert raised.value.code == "invalid_batch_file"
+    with pytest.raises(openai.BadRequestError) as raised:
+        create(contract, b"abc", purpose="nonsense")
+    assert raised.value.param == "purpose"
+    assert contract.stored_count() == 0
+    assert contract.used_bytes() == 0
+    assert list(contract.sdk.files.list()) == []
+
+
+def test_files_made_outside_the_gateway_stay_reachable(contract):
+    if contract.upstream is None:
+        pytest.skip("only kinds with a Files API of their own have files the gateway did not make")
+    content = binary_content(10_000)
+    file_id = contract.upstream.add_file(content, filename="outside.txt")
+    assert contract.sdk.files.retrieve(file_id).filename == "outside.txt"
+    assert contract.sdk.files.content(file_id).read() == content
+    assert contract.sdk.files.delete(file_id).deleted is True
+    assert contract.upstream.files == {}
+    assert contract.used_bytes() == 0
