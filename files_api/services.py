@@ -43,6 +43,10 @@ logger = logging.getLogger("filegate.files")
 # Room for the multipart framing and form fields around the file, when comparing the request's
 # Content-Length with a file-size limit before reading anything.
 FORM_OVERHEAD_BYTES = 64 * 1024
+# File.public_id's length: every id the gateway records or mints fits, so a longer one names no file.
+MAX_FILE_ID_LENGTH = 64
+# Upstream pages one list request may read past files hidden from the caller (another org's).
+MAX_UPSTREAM_LIST_PAGES = 10
 
 
 @dataclass(frozen=True)
@@ -94,7 +98,7 @@ def _audit(
         organization=organization,
         api_key=api_key,
         action=action,
-        file_id=file_id,
+        file_id=file_id[:MAX_FILE_ID_LENGTH],
         provider_account=account.name if account else "",
         bytes=nbytes,
         outcome=outcome[:64],
@@ -364,18 +368,25 @@ def _live_files(organization: Organization) -> QuerySet[File]:
     )
 
 
-def _find_record(organization: Organization, file_id: str) -> File | None:
+def _find_record(organization: Organization, account_name: str | None, file_id: str) -> File | None:
     """Our record of ``file_id`` if the caller may see it.
 
     Raises ``FileNotFound`` when the id is recorded for another organisation, deleted or expired:
-    a record elsewhere must not be reachable through shared upstream credentials either.
+    a record elsewhere must not be reachable through shared upstream credentials either. Also for
+    an id no file can have (too long, NUL), which then reaches neither the database nor an upstream.
     """
+    if len(file_id) > MAX_FILE_ID_LENGTH or "\x00" in file_id:
+        # PostgreSQL rejects NUL in any text, and a longer id in the audit's varchar(64): a 500 for bad input.
+        raise FileNotFound(f"No such File object: {file_id[:MAX_FILE_ID_LENGTH]}", param="id")
     try:
         # get() rather than first(): no ORDER BY from Meta.ordering to compile on every retrieve.
         file = File.objects.select_related("provider_account").get(public_id=file_id)
     except File.DoesNotExist:
         return None
     if file.organization_id != organization.pk or file.is_deleted or file.is_expired():
+        # Check the X-Provider-Account header exactly as for an unknown id first: otherwise a bad
+        # header answers 404 here and 400 there, telling whether the id exists in another organisation.
+        _account_for_unknown_id(organization, account_name, file_id)
         raise FileNotFound(f"No such File object: {file_id}", param="id")
     return file
 
@@ -409,16 +420,36 @@ def file_list(
     provider.require(LIST)
     if provider.stores_files:
         return _list_records(organization, account, purpose=purpose, limit=limit, order=order, after=after)
-    page = provider.list(purpose=purpose, limit=limit, order=order, after=after)
-    ids = [remote.id for remote in page.data]
-    hidden = set(
-        File.objects.filter(public_id__in=ids)
-        .filter(~Q(organization=organization) | Q(deleted_at__isnull=False) | Q(expires_at__lte=timezone.now()))
-        .values_list("public_id", flat=True)
-    )
-    if not hidden:
-        return page
-    return Page(data=[remote for remote in page.data if remote.id not in hidden], has_more=page.has_more)
+    return _list_upstream(organization, provider, purpose=purpose, limit=limit, order=order, after=after)
+
+
+def _list_upstream(
+    organization: Organization, provider: Provider, *, purpose: str | None, limit: int, order: str, after: str | None
+) -> Page:
+    """Up to ``limit`` upstream files the organisation may see, reading on past hidden ones.
+
+    Accounts that share one upstream credential see each other's files upstream. A page made only
+    of hidden files must not reach the client as ``data=[]`` with ``has_more``: the SDKs stop
+    paging at an empty page. So read further pages (a bounded number) until the page is filled.
+    """
+    visible: list[RemoteFile] = []
+    for _ in range(MAX_UPSTREAM_LIST_PAGES):
+        page = provider.list(purpose=purpose, limit=limit, order=order, after=after)
+        hidden = set(
+            File.objects.filter(public_id__in=[remote.id for remote in page.data])
+            .filter(~Q(organization=organization) | Q(deleted_at__isnull=False) | Q(expires_at__lte=timezone.now()))
+            .values_list("public_id", flat=True)
+        )
+        for remote in page.data:
+            if remote.id in hidden:
+                continue
+            if len(visible) == limit:
+                return Page(data=visible, has_more=True)
+            visible.append(remote)
+        if len(visible) == limit or not page.has_more or not page.data:
+            return Page(data=visible, has_more=page.has_more)
+        after = page.data[-1].id
+    return Page(data=visible, has_more=True)
 
 
 def _list_records(
@@ -453,7 +484,7 @@ def _list_records(
 
 def file_retrieve(*, organization: Organization, account_name: str | None, file_id: str) -> RemoteFile:
     """The file object. Raises ``FileNotFound`` (also for other organisations' files)."""
-    file = _find_record(organization, file_id)
+    file = _find_record(organization, account_name, file_id)
     if file is None:
         _, provider = _account_for_unknown_id(organization, account_name, file_id)
         provider.require(RETRIEVE)
@@ -480,7 +511,7 @@ def file_retrieve(*, organization: Organization, account_name: str | None, file_
 def file_content(*, api_key: ApiKey, account_name: str | None, file_id: str) -> FileContent:
     """The file's bytes as a stream of chunks, plus what the response headers need. Audited."""
     organization = api_key.organization
-    file = _find_record(organization, file_id)
+    file = _find_record(organization, account_name, file_id)
     if file is None:
         account, provider = _account_for_unknown_id(organization, account_name, file_id)
         filename, size = file_id, None
@@ -519,7 +550,7 @@ def file_content(*, api_key: ApiKey, account_name: str | None, file_id: str) -> 
 def file_delete(*, api_key: ApiKey, account_name: str | None, file_id: str) -> str:
     """Delete the file upstream and release its bytes. Returns the id. Raises ``FileNotFound``."""
     organization = api_key.organization
-    file = _find_record(organization, file_id)
+    file = _find_record(organization, account_name, file_id)
     if file is None:
         account, provider = _account_for_unknown_id(organization, account_name, file_id)
     else:
@@ -589,6 +620,11 @@ def file_purge_expired(*, batch_size: int = 500, dry_run: bool = False) -> list[
                 provider_for(file.provider_account).delete(file.remote_ref)
             except GatewayError as exc:
                 logger.warning("could not purge %s: %s", file.public_id, exc.message)
+                continue
+            except Exception:
+                # One organisation's broken account (credentials no key decrypts, a missing SDK)
+                # must not stop the purge, and the freeing of bytes, for every other organisation.
+                logger.exception("could not purge %s", file.public_id)
                 continue
             if _forget(file):
                 _audit(

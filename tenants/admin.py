@@ -33,6 +33,9 @@ admin.site.site_header = "filegate administration"
 admin.site.site_title = "filegate admin"
 
 LIMIT_FIELDS = ("storage_quota_bytes", "max_file_size_bytes", "batch_max_size_bytes")
+# Settings naming a file or folder on the gateway's own machine: an org admin choosing one could
+# make the process write (local ``path``) or read (``credentials_file``) wherever it may.
+HOST_PATH_SETTINGS = ("path", "credentials_file")
 _ORG_IDS_ATTR = "_filegate_member_org_ids"
 _NEW_KEY_ATTR = "_filegate_new_key_plaintext"
 
@@ -358,6 +361,9 @@ class ProviderAccountForm(forms.ModelForm):
         help_text="Used when a call names no X-Provider-Account. Making this one the default un-defaults the others.",
     )
 
+    # Set per request by ProviderAccountAdmin.get_form: only operators choose paths on the host.
+    may_set_host_paths: ClassVar[bool] = True
+
     class Meta:
         model = ProviderAccount
         fields = ("organization", "name", "kind", "settings")
@@ -406,6 +412,16 @@ class ProviderAccountForm(forms.ModelForm):
             self.add_error("settings", f"{misplaced[0]!r} is a secret: enter it under Secrets, where it is encrypted.")
             return cleaned
         posted = cleaned.get("secrets") or {}
+        stored_settings = self.instance.settings if self.instance.pk else {}
+        changed_paths = [
+            name
+            for name in HOST_PATH_SETTINGS
+            if name in posted or provider_settings.get(name) != stored_settings.get(name)
+        ]
+        if changed_paths and not self.may_set_host_paths:
+            field = "secrets" if changed_paths[0] in posted else "settings"
+            self.add_error(field, f"{changed_paths[0]!r} is a path on the gateway's server: only operators set it.")
+            return cleaned
         not_secret = sorted(set(posted) - cls.secret_fields)
         if not_secret:
             self.add_error(
@@ -478,6 +494,12 @@ class ProviderAccountAdmin(OrganizationScopedAdmin):
             return "none"
         rows = ((name, "set (hidden)" if name in stored else "not set") for name in sorted(names))
         return format_html_join(mark_safe("<br>"), "{}: {}", rows)
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)
+        # A fresh class per call (modelform_factory): no other request sees this flag.
+        form.may_set_host_paths = request.user.is_superuser  # type: ignore[attr-defined]
+        return form
 
     def save_model(self, request: HttpRequest, obj: ProviderAccount, form: forms.ModelForm, change: bool) -> None:
         if not change and not ProviderAccount.objects.filter(organization_id=obj.organization_id).exists():

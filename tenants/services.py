@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -29,6 +30,8 @@ logger = logging.getLogger("filegate.tenants")
 
 KEY_PREFIX = "fg_"
 PREFIX_LENGTH = 12
+_KEY_CHARS = re.compile(r"[A-Za-z0-9_-]+")
+ACCOUNT_NAME_MAX_LENGTH = 64  # ProviderAccount.name
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,13 @@ def api_key_revoke(*, api_key: ApiKey) -> None:
 
 def api_key_authenticate(*, plaintext: str) -> ApiKey:
     """Return the live key (with its organisation loaded) or raise ``AuthenticationFailed``."""
-    if not plaintext.startswith(KEY_PREFIX) or len(plaintext) < PREFIX_LENGTH + 8:
+    # Keys are URL-safe base64: anything else (a NUL above all, which PostgreSQL refuses in a
+    # query) is refused before the database is asked.
+    if (
+        not plaintext.startswith(KEY_PREFIX)
+        or len(plaintext) < PREFIX_LENGTH + 8
+        or not _KEY_CHARS.fullmatch(plaintext)
+    ):
         raise AuthenticationFailed(_masked_message(plaintext))
     try:
         # get() rather than first(): it compiles no ORDER BY (Meta.ordering), a third of the query's cost.
@@ -142,7 +151,9 @@ def provider_account_resolve(*, organization: Organization, name: str | None) ->
     accounts = ProviderAccount.objects.filter(organization=organization)
     if name:
         # get() rather than first() here and below: Meta.ordering would add a join to Organization.
-        account = _get_or_none(accounts, name=name)
+        # A name with NUL (which PostgreSQL refuses in a query) or too long for the column names no account.
+        valid = "\x00" not in name and len(name) <= ACCOUNT_NAME_MAX_LENGTH
+        account = _get_or_none(accounts, name=name) if valid else None
         if account is None:
             raise InvalidRequest(
                 f"No provider account named {name!r} in this organization.",

@@ -1,0 +1,101 @@
+"""Admin scoping found in review: paths on the gateway's host are the operator's, and memberships too."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from tenants.models import Membership, ProviderAccount
+from tests.conftest import Tenant
+
+
+@pytest.fixture
+def org_admin_client(django_user_model: Any, tenant_a: Tenant, tenant_b: Tenant) -> Client:
+    user = django_user_model.objects.create_user(username="alice", is_staff=True)
+    Membership.objects.create(user=user, organization=tenant_a.org)
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def local_account_form(account: ProviderAccount, settings: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "organization": account.organization_id,
+        "name": account.name,
+        "kind": "local",
+        "settings": json.dumps(settings),
+        "secrets": "",
+        "make_default": "on",
+    }
+
+
+def test_org_admin_cannot_point_a_local_account_at_a_folder_of_the_server(
+    org_admin_client: Client, tenant_a: Tenant, tmp_path: Any
+) -> None:
+    account = tenant_a.account
+    response = org_admin_client.post(
+        f"/admin/tenants/provideraccount/{account.pk}/change/",
+        local_account_form(account, {"path": str(tmp_path / "anywhere")}),
+    )
+    assert response.status_code == 200
+    assert "settings" in response.context["adminform"].form.errors
+    account.refresh_from_db()
+    assert account.settings == {}
+
+
+def test_org_admin_cannot_add_a_local_account_with_a_path(
+    org_admin_client: Client, tenant_a: Tenant, tmp_path: Any
+) -> None:
+    response = org_admin_client.post(
+        "/admin/tenants/provideraccount/add/",
+        {"organization": tenant_a.org.pk, "name": "elsewhere", "kind": "local", "settings": json.dumps({"path": "/"})},
+    )
+    assert response.status_code == 200
+    assert not ProviderAccount.objects.filter(name="elsewhere").exists()
+
+
+def test_org_admin_may_still_edit_an_account_whose_path_an_operator_set(
+    org_admin_client: Client, tenant_a: Tenant, tmp_path: Any
+) -> None:
+    account = tenant_a.account
+    ProviderAccount.objects.filter(pk=account.pk).update(settings={"path": str(tmp_path / "ops")})
+    account.refresh_from_db()
+    response = org_admin_client.post(
+        f"/admin/tenants/provideraccount/{account.pk}/change/",
+        {**local_account_form(account, {"path": str(tmp_path / "ops")}), "name": "renamed"},
+    )
+    assert response.status_code == 302
+    account.refresh_from_db()
+    assert (account.name, account.settings) == ("renamed", {"path": str(tmp_path / "ops")})
+
+
+def test_superuser_may_set_a_local_path(admin_client: Client, tenant_a: Tenant, tmp_path: Any) -> None:
+    account = tenant_a.account
+    response = admin_client.post(
+        f"/admin/tenants/provideraccount/{account.pk}/change/",
+        local_account_form(account, {"path": str(tmp_path / "ops")}),
+    )
+    assert response.status_code == 302
+    account.refresh_from_db()
+    assert account.settings == {"path": str(tmp_path / "ops")}
+
+
+def test_org_admin_cannot_add_a_member_through_the_organisation_inline(
+    org_admin_client: Client, tenant_a: Tenant, django_user_model: Any
+) -> None:
+    mallory = django_user_model.objects.create_user(username="mallory", is_staff=True)
+    response = org_admin_client.post(
+        f"/admin/tenants/organization/{tenant_a.org.pk}/change/",
+        {
+            "name": "A",
+            "membership_set-TOTAL_FORMS": 1,
+            "membership_set-INITIAL_FORMS": 0,
+            "membership_set-0-user": mallory.pk,
+            "membership_set-0-organization": tenant_a.org.pk,
+        },
+    )
+    assert response.status_code in (302, 200, 403)
+    assert not Membership.objects.filter(user=mallory).exists()
