@@ -60,8 +60,12 @@ class FakeProvider(Provider):
         with self._lock:
             file_id = f"fake-{next(self._ids):06d}"
         remote = RemoteFile(
-            id=file_id, bytes=len(data), created_at=int(time.time()), filename=options.filename,
-            purpose=options.purpose, status="processed",
+            id=file_id,
+            bytes=len(data),
+            created_at=int(time.time()),
+            filename=options.filename,
+            purpose=options.purpose,
+            status="processed",
         )
         self.files[file_id] = (remote, bytes(data))
         return remote
