@@ -21,6 +21,7 @@ PayloadTooLarge        413     invalid_request_error    file_too_large
 UpstreamRejected       4xx     invalid_request_error    upstream_error (status kept from upstream)
 UpstreamRateLimited    429     rate_limit_error         rate_limit_exceeded
 InternalError          500     server_error             internal_error
+ProviderMisconfigured  500     server_error             provider_account_misconfigured
 UpstreamError          502     server_error             upstream_error
 UpstreamUnavailable    503     server_error             upstream_unavailable
 UpstreamTimeout        504     server_error             upstream_timeout
@@ -160,6 +161,13 @@ class UpstreamRateLimited(GatewayError):
 
 class InternalError(GatewayError):
     pass
+
+
+class ProviderMisconfigured(GatewayError):
+    """A provider account the gateway cannot build (undecryptable secrets, a setting it refuses)."""
+
+    default_code = "provider_account_misconfigured"
+    default_message = "This provider account is misconfigured; an organization admin must fix it."
 
 
 class UpstreamError(GatewayError):

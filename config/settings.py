@@ -205,4 +205,9 @@ STREAM_CHUNK_BYTES = env_int("STREAM_CHUNK_BYTES", 1024 * 1024)
 UPSTREAM_TIMEOUT_SECONDS = env_int("UPSTREAM_TIMEOUT_SECONDS", 600)
 UPSTREAM_CONNECT_TIMEOUT_SECONDS = env_int("UPSTREAM_CONNECT_TIMEOUT_SECONDS", 10)
 UPSTREAM_RETRIES = env_int("UPSTREAM_RETRIES", 2)
+# Hosts an org admin may point a provider account's base_url at in Django admin (operators: any host).
+ORG_ADMIN_UPSTREAM_HOSTS = env_list(
+    "ORG_ADMIN_UPSTREAM_HOSTS",
+    "api.openai.com,*.openai.azure.com,*.cognitiveservices.azure.com,*.services.ai.azure.com",
+)
 ENABLED_PROVIDER_KINDS = env_list("ENABLED_PROVIDER_KINDS", "")  # empty: every kind in the registry

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
@@ -27,6 +28,7 @@ from config.errors import (
     InternalError,
     InvalidRequest,
     PayloadTooLarge,
+    ProviderMisconfigured,
     to_gateway_error,
 )
 from files_api.models import AuditEvent, File
@@ -58,8 +60,15 @@ class FileContent:
 
 def provider_for(account: ProviderAccount) -> Provider:
     """The provider for ``account``; instances (and their HTTP pools) are reused across requests."""
-    config = account.provider_config()
-    return registry.get_provider(account.kind, config, cache_key=str(account.pk))
+    try:
+        return registry.get_provider(account.kind, account.provider_config(), cache_key=str(account.pk))
+    except ImproperlyConfigured as exc:
+        # An operator's problem (a rotated-away CREDENTIAL_KEYS entry, a setting the kind refuses):
+        # say which account, log why, and never echo the cause (it may quote a credential).
+        logger.error("provider account %s (%s) cannot be built: %s", account.pk, account.kind, exc)
+        raise ProviderMisconfigured(
+            f"The provider account {account.name!r} is misconfigured; an organization admin must fix it."
+        ) from None
 
 
 def file_as_remote(file: File) -> RemoteFile:

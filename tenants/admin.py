@@ -9,9 +9,12 @@ queryset, so a crafted URL to one finds nothing.
 
 from __future__ import annotations
 
+from fnmatch import fnmatch
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import ImproperlyConfigured
@@ -36,6 +39,9 @@ LIMIT_FIELDS = ("storage_quota_bytes", "max_file_size_bytes", "batch_max_size_by
 # Settings naming a file or folder on the gateway's own machine: an org admin choosing one could
 # make the process write (local ``path``) or read (``credentials_file``) wherever it may.
 HOST_PATH_SETTINGS = ("path", "credentials_file")
+# An org admin pointing ``base_url`` at an internal address would make the gateway call it with our
+# network position (SSRF); org admins may only name hosts of the real providers (ORG_ADMIN_UPSTREAM_HOSTS).
+URL_SETTINGS = ("base_url", "endpoint_url")
 _ORG_IDS_ATTR = "_filegate_member_org_ids"
 _NEW_KEY_ATTR = "_filegate_new_key_plaintext"
 
@@ -376,6 +382,10 @@ class ProviderAccountForm(forms.ModelForm):
         if self.instance.pk and "organization" in self.fields:
             # Files point at the account: it cannot move to another organisation.
             self.fields["organization"].disabled = True
+        if self.instance.pk and self.instance.files.exists():
+            # Its files live in that provider: another kind could not find them again.
+            self.fields["kind"].disabled = True
+            self.fields["kind"].help_text = "Fixed: files were uploaded through this account."
         self.provider_settings: dict[str, Any] = {}
         self.provider_secrets: dict[str, Any] = {}
 
@@ -422,6 +432,10 @@ class ProviderAccountForm(forms.ModelForm):
             field = "secrets" if changed_paths[0] in posted else "settings"
             self.add_error(field, f"{changed_paths[0]!r} is a path on the gateway's server: only operators set it.")
             return cleaned
+        url_error = self._url_error(provider_settings, stored_settings)
+        if url_error:
+            self.add_error("settings", url_error)
+            return cleaned
         not_secret = sorted(set(posted) - cls.secret_fields)
         if not_secret:
             self.add_error(
@@ -438,6 +452,20 @@ class ProviderAccountForm(forms.ModelForm):
         except InvalidRequest as exc:
             self.add_error("secrets" if exc.param in cls.secret_fields else "settings", exc.message)
         return cleaned
+
+    def _url_error(self, provider_settings: dict[str, Any], stored_settings: dict[str, Any]) -> str | None:
+        if self.may_set_host_paths:
+            return None
+        allowed = settings.ORG_ADMIN_UPSTREAM_HOSTS
+        for name in URL_SETTINGS:
+            value = provider_settings.get(name)
+            if not value or value == stored_settings.get(name):
+                continue
+            parts = urlsplit(str(value))
+            host = (parts.hostname or "").lower()
+            if parts.scheme != "https" or not any(fnmatch(host, pattern) for pattern in allowed):
+                return f"{name!r} must be an https URL on one of {', '.join(allowed)}; only operators set other hosts."
+        return None
 
     def save(self, commit: bool = True) -> ProviderAccount:
         account = super().save(commit=False)

@@ -34,6 +34,13 @@ TABLE = [
     ("UpstreamRejected", errors.UpstreamRejected(status_code=422), 422, "invalid_request_error", "upstream_error"),
     ("UpstreamRateLimited", errors.UpstreamRateLimited(), 429, "rate_limit_error", "rate_limit_exceeded"),
     ("InternalError", errors.InternalError(), 500, "server_error", "internal_error"),
+    (
+        "ProviderMisconfigured",
+        errors.ProviderMisconfigured(),
+        500,
+        "server_error",
+        "provider_account_misconfigured",
+    ),
     ("UpstreamError", errors.UpstreamError(), 502, "server_error", "upstream_error"),
     ("UpstreamUnavailable", errors.UpstreamUnavailable(), 503, "server_error", "upstream_unavailable"),
     ("UpstreamTimeout", errors.UpstreamTimeout(), 504, "server_error", "upstream_timeout"),

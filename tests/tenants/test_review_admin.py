@@ -99,3 +99,57 @@ def test_org_admin_cannot_add_a_member_through_the_organisation_inline(
     )
     assert response.status_code in (302, 200, 403)
     assert not Membership.objects.filter(user=mallory).exists()
+
+
+def openai_account_form(org_id: int, base_url: str) -> dict[str, Any]:
+    return {
+        "organization": org_id,
+        "name": "oai",
+        "kind": "openai",
+        "settings": json.dumps({"base_url": base_url}),
+        "secrets": "api_key=sk-test",
+    }
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    ["http://169.254.169.254/latest", "https://10.0.0.5/v1", "http://api.openai.com/v1", "https://evil.example/v1"],
+)
+def test_org_admin_cannot_point_an_account_at_an_arbitrary_host(
+    org_admin_client: Client, tenant_a: Tenant, base_url: str
+) -> None:
+    response = org_admin_client.post(
+        "/admin/tenants/provideraccount/add/", openai_account_form(tenant_a.org.pk, base_url)
+    )
+    assert response.status_code == 200
+    assert "only operators" in str(response.context["adminform"].form.errors["settings"])
+    assert not ProviderAccount.objects.filter(name="oai").exists()
+
+
+def test_org_admin_may_name_a_real_provider_host(org_admin_client: Client, tenant_a: Tenant) -> None:
+    form = {**openai_account_form(tenant_a.org.pk, "https://my-resource.openai.azure.com"), "kind": "azure_openai"}
+    response = org_admin_client.post("/admin/tenants/provideraccount/add/", form)
+    assert response.status_code == 302
+    assert ProviderAccount.objects.get(name="oai").settings == {"base_url": "https://my-resource.openai.azure.com"}
+
+
+def test_superuser_may_point_an_account_at_any_host(admin_client: Client, tenant_a: Tenant) -> None:
+    response = admin_client.post(
+        "/admin/tenants/provideraccount/add/", openai_account_form(tenant_a.org.pk, "http://127.0.0.1:9/v1")
+    )
+    assert response.status_code == 302
+    assert ProviderAccount.objects.get(name="oai").settings == {"base_url": "http://127.0.0.1:9/v1"}
+
+
+def test_the_kind_of_an_account_with_files_is_fixed(admin_client: Client, tenant_a: Tenant) -> None:
+    from tests.conftest import upload
+
+    assert upload(tenant_a.client, b"data").status_code == 200
+    account = tenant_a.account
+    response = admin_client.post(
+        f"/admin/tenants/provideraccount/{account.pk}/change/",
+        {**local_account_form(account, {}), "kind": "openai", "secrets": "api_key=sk-x"},
+    )
+    account.refresh_from_db()
+    assert account.kind == "local"
+    assert response.status_code in (200, 302)
