@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +26,11 @@ from providers.base import CHUNK_SIZE
 
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FIELDS = 32
+
+# SHA-256 runs at about 1 GB/s and hashlib releases the GIL on large buffers, so each upload hashes
+# chunk N on one of these threads while its own thread receives, parses and forwards chunk N+1.
+# Shared by every upload of the process; each upload has at most one chunk in flight here.
+_HASHER = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1), thread_name_prefix="filegate-sha256")
 
 
 class CountingReader:
@@ -156,12 +163,24 @@ class FileStream:
         self.on_end = on_end
         self.bytes_read = 0
         self._sha256 = hashlib.sha256()
+        self._hashing: Future[None] | None = None
         self._buffer = b""
         self._done = False
 
     @property
     def sha256(self) -> str:
+        self._wait_for_hash()
         return self._sha256.hexdigest()
+
+    def _hash(self, chunk: bytes) -> None:
+        # Updates stay in order: the previous chunk is hashed before the next one is handed over.
+        self._wait_for_hash()
+        self._hashing = _HASHER.submit(self._sha256.update, chunk)
+
+    def _wait_for_hash(self) -> None:
+        if self._hashing is not None:
+            self._hashing.result()
+            self._hashing = None
 
     def ensure_not_empty(self) -> None:
         """Pull the first chunk now so an empty file is refused before anything goes upstream."""
@@ -180,7 +199,7 @@ class FileStream:
             self.bytes_read += len(chunk)
             if self.bytes_read > self.max_bytes:
                 raise PayloadTooLarge(self.too_large_message, param="file")
-            self._sha256.update(chunk)
+            self._hash(chunk)
             if self.validator is not None:
                 self.validator.feed(chunk)
             return chunk
