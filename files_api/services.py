@@ -8,6 +8,7 @@ second short one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import logging
 import tempfile
@@ -517,17 +518,31 @@ def file_retrieve(*, organization: Organization, account_name: str | None, file_
     )
 
 
-def file_content(*, api_key: ApiKey, account_name: str | None, file_id: str) -> FileContent:
-    """The file's bytes as a stream of chunks, plus what the response headers need. Audited."""
-    organization = api_key.organization
+def _locate(
+    organization: Organization, account_name: str | None, file_id: str
+) -> tuple[File | None, ProviderAccount, Provider]:
+    """The caller's record of ``file_id`` (or ``None``), and the account and provider that hold it."""
     file = _find_record(organization, account_name, file_id)
     if file is None:
         account, provider = _account_for_unknown_id(organization, account_name, file_id)
-        filename, size = file_id, None
-    else:
-        account, provider = file.provider_account, provider_for(file.provider_account)
-        # Only bytes the gateway stored itself have a size we can promise in Content-Length.
-        filename, size = file.filename, file.bytes if provider.stores_files else None
+        return None, account, provider
+    return file, file.provider_account, provider_for(file.provider_account)
+
+
+def file_content(*, api_key: ApiKey, account_name: str | None, file_id: str) -> FileContent:
+    """The file's bytes as a stream of chunks, plus what the response headers need. Audited."""
+    organization = api_key.organization
+    file, account, provider = _locate(organization, account_name, file_id)
+    audit = functools.partial(
+        _audit,
+        organization=organization,
+        api_key=api_key,
+        action=AuditEvent.Action.CONTENT,
+        file_id=file_id,
+        account=account,
+    )
+    # Only bytes the gateway stored itself have a size we can promise up front.
+    size = file.bytes if file is not None and provider.stores_files else None
     try:
         provider.require(CONTENT)
         chunks = provider.open_content(file.remote_ref if file else file_id)
@@ -536,60 +551,36 @@ def file_content(*, api_key: ApiKey, account_name: str | None, file_id: str) -> 
             # mid-stream is a visible error for the client instead of a silently shorter file.
             size = getattr(chunks, "size_bytes", None)
     except Exception as exc:
-        _audit(
-            organization=organization,
-            api_key=api_key,
-            action=AuditEvent.Action.CONTENT,
-            file_id=file_id,
-            account=account,
-            error=exc,
-        )
+        audit(error=exc)
         raise
-    _audit(
-        organization=organization,
-        api_key=api_key,
-        action=AuditEvent.Action.CONTENT,
-        file_id=file_id,
-        account=account,
-        nbytes=size,
-    )
-    return FileContent(chunks=chunks, filename=filename, size_bytes=size)
+    audit(nbytes=size)
+    return FileContent(chunks=chunks, filename=file.filename if file else file_id, size_bytes=size)
 
 
 def file_delete(*, api_key: ApiKey, account_name: str | None, file_id: str) -> str:
     """Delete the file upstream and release its bytes. Returns the id. Raises ``FileNotFound``."""
     organization = api_key.organization
-    file = _find_record(organization, account_name, file_id)
-    if file is None:
-        account, provider = _account_for_unknown_id(organization, account_name, file_id)
-    else:
-        account, provider = file.provider_account, provider_for(file.provider_account)
+    file, account, provider = _locate(organization, account_name, file_id)
+    audit = functools.partial(
+        _audit,
+        organization=organization,
+        api_key=api_key,
+        action=AuditEvent.Action.DELETE,
+        file_id=file_id,
+        account=account,
+    )
     try:
         provider.require(DELETE)
         existed = provider.delete(file.remote_ref if file else file_id)
         if file is None and existed is False:
             raise FileNotFound(f"No such File object: {file_id}", param="id")
     except Exception as exc:
-        _audit(
-            organization=organization,
-            api_key=api_key,
-            action=AuditEvent.Action.DELETE,
-            file_id=file_id,
-            account=account,
-            error=exc,
-        )
+        audit(error=exc)
         raise
     with transaction.atomic():
         if file is not None:
             _forget(file)
-        _audit(
-            organization=organization,
-            api_key=api_key,
-            action=AuditEvent.Action.DELETE,
-            file_id=file_id,
-            account=account,
-            nbytes=file.bytes if file else None,
-        )
+        audit(nbytes=file.bytes if file else None)
     return file_id
 
 
