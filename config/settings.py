@@ -118,7 +118,9 @@ DATABASES = {
     "default": dj_database_url.parse(
         env_secret("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
-        conn_health_checks=True,
+        # A reused connection is checked (PostgreSQL: one SELECT 1) before each request's first
+        # query, so one dropped by a database restart is replaced instead of failing that request.
+        conn_health_checks=env_bool("DATABASE_CONN_HEALTH_CHECKS", True),
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -201,6 +203,11 @@ DEFAULT_BATCH_MAX_SIZE_BYTES = env_int("DEFAULT_BATCH_MAX_SIZE_BYTES", 50 * 1024
 BATCH_FILE_DEFAULT_TTL_SECONDS = env_int("BATCH_FILE_DEFAULT_TTL_SECONDS", 30 * 24 * 3600)
 QUOTA_RESERVATION_TTL_SECONDS = env_int("QUOTA_RESERVATION_TTL_SECONDS", 6 * 3600)
 API_KEY_LAST_USED_RESOLUTION_SECONDS = env_int("API_KEY_LAST_USED_RESOLUTION_SECONDS", 60)
+# Each process keeps the live keys it authenticated (with their organisation and its limits) for
+# this long, saving a query per request. Revoking a key takes effect at once in the process that
+# revokes it, and within this many seconds in the others; so do deletions and changed org limits.
+# 0 turns the cache off.
+API_KEY_CACHE_SECONDS = env_int("API_KEY_CACHE_SECONDS", 5)
 STREAM_CHUNK_BYTES = env_int("STREAM_CHUNK_BYTES", 1024 * 1024)
 UPSTREAM_TIMEOUT_SECONDS = env_int("UPSTREAM_TIMEOUT_SECONDS", 600)
 UPSTREAM_CONNECT_TIMEOUT_SECONDS = env_int("UPSTREAM_CONNECT_TIMEOUT_SECONDS", 10)

@@ -47,5 +47,10 @@ def decrypt(token: str) -> str:
 
 
 def rotate(token: str) -> str:
-    """Re-encrypt ``token`` with the first (newest) key."""
-    return _current().rotate(token.encode()).decode()
+    """Re-encrypt ``token`` with the first (newest) key; raise ``ImproperlyConfigured`` if no key fits."""
+    try:
+        return _current().rotate(token.encode()).decode()
+    except InvalidToken:
+        raise ImproperlyConfigured(
+            "A provider credential cannot be decrypted with any key in CREDENTIAL_KEYS."
+        ) from None

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
+from django.core.management import CommandError, call_command
 
 from tenants import crypto
 from tenants.models import ProviderAccount
@@ -80,3 +82,23 @@ def test_an_account_secret_survives_rotation(
 def test_an_account_without_secrets_stores_no_ciphertext(tenant_a: Tenant) -> None:
     assert tenant_a.account.secrets_encrypted == ""
     assert tenant_a.account.get_secrets() == {}
+
+
+def test_rotate_credentials_re_encrypts_every_account_with_the_newest_key(settings: Any, tenant_a: Tenant) -> None:
+    settings.CREDENTIAL_KEYS = [KEY1]
+    account = provider_account_create(
+        organization=tenant_a.org, name="oai", kind="openai", config={"api_key": "sk-rotate-me"}
+    )
+    settings.CREDENTIAL_KEYS = [KEY2, KEY1]
+    call_command("rotate_credentials", stdout=io.StringIO())
+    settings.CREDENTIAL_KEYS = [KEY2]  # the old key is gone: only the rotation makes this work
+    account.refresh_from_db()
+    assert account.get_secrets() == {"api_key": "sk-rotate-me"}
+
+
+def test_rotate_credentials_fails_loudly_for_an_account_no_key_decrypts(settings: Any, tenant_a: Tenant) -> None:
+    settings.CREDENTIAL_KEYS = [KEY1]
+    provider_account_create(organization=tenant_a.org, name="oai", kind="openai", config={"api_key": "sk-x"})
+    settings.CREDENTIAL_KEYS = [KEY2]
+    with pytest.raises(CommandError, match="could not be decrypted"):
+        call_command("rotate_credentials", stdout=io.StringIO(), stderr=io.StringIO())
