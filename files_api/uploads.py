@@ -1,10 +1,12 @@
 """Reading an upload straight off the request, part by part, without holding the file.
 
 Django's ``MultiPartParser`` finishes the whole body before a view runs: by then a 512 MiB file has
-been spooled to disk once. Here the same parser machinery (``django.http.multipartparser.Parser``)
-is driven lazily instead, so the file part's chunks go to the provider while they still arrive. The
-form fields sent before the file (the SDKs send ``purpose`` first) are read first; fields after it
-are read once the file part is done.
+been spooled to disk once. ``MultipartForm`` reads the body lazily instead, so the file part's
+chunks go to the provider while they still arrive. The form fields sent before the file (the SDKs
+send ``purpose`` first) are read first; fields after it are read once the file part is done. Part
+headers follow Django's rules (``_part_headers``); the parts are split with ``bytes.find`` and the
+file's chunks are handed on without copies (Django's ``BoundaryIter`` copied each chunk twice).
+Under gunicorn the body is read off the socket directly (``GunicornBody``).
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import socket
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from django.http.multipartparser import FIELD, FILE, ChunkIter, LazyStream, MultiPartParserError, Parser
+from django.http.multipartparser import FIELD, FILE
 from django.utils.encoding import force_str
 from django.utils.http import parse_header_parameters
 
@@ -58,6 +61,55 @@ class CountingReader:
         return self.hit_end and self.received < self.content_length
 
 
+class GunicornBody:
+    """gunicorn's request body read straight off the client socket.
+
+    gunicorn's ``Body``/``LengthReader``/``Unreader`` pass each MiB through BytesIO buffers about
+    five times (a quarter of an upload's CPU here). This reader takes what gunicorn has already
+    buffered through gunicorn's own ``read`` first, then ``recv``s the rest itself, and keeps
+    ``LengthReader.length`` exact, so gunicorn never reads past this body and a kept-alive
+    connection's next request is parsed as usual. Only built by ``direct_body`` when safe.
+    """
+
+    def __init__(self, reader: Any, sock: socket.socket) -> None:
+        self.reader = reader  # gunicorn.http.body.LengthReader
+        self.sock = sock
+        self.flags = socket.MSG_WAITALL if sock.gettimeout() is None else 0
+
+    def read(self, size: int) -> bytes:
+        size = min(size, self.reader.length)
+        if size <= 0:
+            return b""
+        unreader = self.reader.unreader
+        buffered = unreader.buf.seek(0, os.SEEK_END)
+        if buffered:
+            return bytes(self.reader.read(min(size, buffered)))
+        # MSG_WAITALL: a whole piece per call on a blocking socket (gthread's are), one copy from the kernel.
+        data = self.sock.recv(size, self.flags)
+        self.reader.length -= len(data)
+        return data
+
+
+def direct_body(raw: Any, content_length: int) -> GunicornBody | None:
+    """A ``GunicornBody`` for a Django request served by gunicorn over plain HTTP/1.1 with a
+    Content-Length body nobody has read yet; ``None`` otherwise (then the request is read as is)."""
+    environ = getattr(raw, "environ", None)
+    if not isinstance(environ, dict) or getattr(raw, "_read_started", True):
+        return None
+    try:
+        from gunicorn.http.body import Body, LengthReader
+    except ImportError:  # pragma: no cover - another WSGI server
+        return None
+    body = environ.get("wsgi.input")
+    if not isinstance(body, Body) or not isinstance(body.reader, LengthReader):
+        return None
+    sock = getattr(body.reader.unreader, "sock", None)
+    if type(sock) is not socket.socket or body.reader.length != content_length or body.buf.getvalue():
+        return None
+    raw._read_started = True  # the body is ours now: Django must not read it as well
+    return GunicornBody(body.reader, sock)
+
+
 @dataclass
 class FilePart:
     field_name: str
@@ -66,8 +118,21 @@ class FilePart:
     chunks: Iterator[bytes]
 
 
+# Django's part-header limit (``parse_boundary_stream(..., 1024)``): the headers of one part,
+# from the CRLF after its boundary to the blank line, must fit in this many bytes.
+MAX_PART_HEADER_BYTES = 1024
+RAW = "raw"
+
+
 class MultipartForm:
-    """A ``multipart/form-data`` body read lazily: fields, one file part, more fields."""
+    """A ``multipart/form-data`` body read lazily: fields, one file part, more fields.
+
+    The body is read in ``CHUNK_SIZE`` pieces and split at the delimiters (``CRLF--boundary``) with
+    ``bytes.find``. The file part's chunks are handed on as the very objects that were read: each
+    piece is held until the next one has arrived (so a delimiter straddling the two is seen) and
+    only the piece where the part ends is sliced. Part headers are read as Django's multipart
+    parser reads them (same 1 KiB limit, same ``Content-Disposition`` rules).
+    """
 
     def __init__(self, raw: Any, *, content_type: str, content_length: int | None) -> None:
         media_type, params = parse_header_parameters(content_type or "")
@@ -79,32 +144,129 @@ class MultipartForm:
         if content_length is None:
             raise InvalidRequest("A Content-Length header is required for uploads.", code="missing_content_length")
         self.content_length = content_length
-        self.reader = CountingReader(raw, content_length)
-        stream = LazyStream(ChunkIter(self.reader, CHUNK_SIZE))  # type: ignore[arg-type]
-        self._parts = iter(Parser(stream, boundary.encode("ascii", "replace")))
+        self.reader = CountingReader(direct_body(raw, content_length) or raw, content_length)
+        self._delimiter = b"\r\n--" + boundary.encode("ascii", "replace")
+        # Unread bytes of the body. The first boundary may open the body without a CRLF before it.
+        self._buffer = b"\r\n"
+        self._started = False
+        self._finished = False
+        self._in_part = False
         self.fields: dict[str, str] = {}
         self.file: FilePart | None = None
 
-    def _next_part(self) -> tuple[Any, Any, Any] | None:
-        try:
-            return next(self._parts, None)
-        except MultiPartParserError as exc:
-            raise InvalidRequest(f"The multipart body is malformed: {exc}") from exc
+    # Reading the body.
+
+    def _read(self) -> bytes:
+        return self.reader.read(CHUNK_SIZE)
+
+    def _fill(self, size: int) -> bool:
+        """Make the buffer hold at least ``size`` bytes if the body has them; False if it ends first."""
+        while len(self._buffer) < size:
+            data = self._read()
+            if not data:
+                return False
+            self._buffer += data
+        return True
+
+    def _ended_early(self) -> InvalidRequest:
+        if self.reader.is_truncated:
+            return InvalidRequest("The request body ended before Content-Length bytes.", code="incomplete_body")
+        return InvalidRequest("The multipart body is malformed: it ends inside a part.")
+
+    def _part_data(self) -> Iterator[bytes]:
+        """The current part's bytes up to its closing delimiter, which is consumed (the buffer then
+        starts right after it). Raises ``InvalidRequest`` if the body ends first."""
+        delimiter = self._delimiter
+        overlap = len(delimiter) - 1
+        held, self._buffer = self._buffer, b""
+        while True:
+            index = held.find(delimiter)
+            if index >= 0:
+                self._buffer = held[index + len(delimiter) :]
+                self._in_part = False
+                if index:
+                    yield held[:index]
+                return
+            data = self._read()
+            while 0 < len(data) < overlap:  # small reads: look far enough past ``held`` to decide
+                more = self._read()
+                if not more:
+                    break
+                data += more
+            if len(data) < overlap:  # the body ends here: the delimiter is in what is left, or missing
+                held += data
+                index = held.find(delimiter)
+                if index < 0:
+                    self._buffer = b""
+                    raise self._ended_early()
+                continue
+            # A delimiter that starts in ``held`` and ends in ``data`` (``held`` alone has none).
+            tail = held[-overlap:]
+            seam = (tail + data[:overlap]).find(delimiter)
+            if seam >= 0:
+                cut = len(held) - len(tail) + seam
+                self._buffer = data[seam + len(delimiter) - len(tail) :]
+                self._in_part = False
+                if cut:
+                    yield held[:cut]
+                return
+            if held:
+                yield held
+            held = data
+
+    def _skip_part(self) -> None:
+        for _ in self._part_data():
+            pass
+
+    def _next_part(self) -> tuple[str, dict[str, Any]] | None:
+        """Move to the next part and return its type and headers (``None`` after the last one)."""
+        if self._finished:
+            return None
+        if self._in_part:  # the caller left the previous part unread
+            self._skip_part()
+        if not self._started:
+            self._started = True
+            try:
+                self._skip_part()  # the preamble, normally empty
+            except InvalidRequest:
+                if self.reader.is_truncated:
+                    raise
+                self._finished = True  # no boundary at all: a body without parts
+                return None
+        if not self._fill(2):
+            if self.reader.is_truncated:
+                raise self._ended_early()
+            self._finished = True  # "--boundary" closing the body without its final "--"
+            return None
+        if self._buffer.startswith(b"--"):  # the close delimiter; an epilogue is ignored
+            self._finished = True
+            self._buffer = b""
+            return None
+        while (header_end := self._buffer.find(b"\r\n\r\n", 0, MAX_PART_HEADER_BYTES)) < 0:
+            if len(self._buffer) >= MAX_PART_HEADER_BYTES:
+                raise InvalidRequest("The multipart body is malformed: Request max total header size exceeded.")
+            if not self._fill(len(self._buffer) + 1):
+                raise self._ended_early()
+        header, self._buffer = self._buffer[:header_end], self._buffer[header_end + 4 :]
+        self._in_part = True
+        return _part_headers(header)
+
+    # The form.
 
     def read_until_file(self) -> FilePart | None:
         """Read fields until the file part begins; return it (``None`` if the body has none)."""
         while (part := self._next_part()) is not None:
-            item_type, meta, field_stream = part
+            item_type, meta = part
             disposition = meta.get("content-disposition", ("", {}))[1]
             name = _text(disposition.get("name", ""))
             if item_type == FILE and name == "file":
                 content_type = meta.get("content-type", ("application/octet-stream", {}))[0].strip()
-                self.file = FilePart(name, _text(disposition.get("filename", "")), content_type, iter(field_stream))
+                self.file = FilePart(name, _text(disposition.get("filename", "")), content_type, self._part_data())
                 return self.file
             if item_type == FILE:
                 raise InvalidRequest(f"Unexpected file field {name!r}; send the file as 'file'.", param=name or None)
             if item_type == FIELD:
-                self._store_field(name, field_stream)
+                self._store_field(name)
         return None
 
     def read_remaining_fields(self) -> dict[str, str]:
@@ -113,25 +275,44 @@ class MultipartForm:
             for _ in self.file.chunks:  # normally already consumed by the provider; drains leftovers
                 pass
         while (part := self._next_part()) is not None:
-            item_type, meta, field_stream = part
+            item_type, meta = part
             name = _text(meta.get("content-disposition", ("", {}))[1].get("name", ""))
             if item_type == FILE:
                 raise InvalidRequest("Send exactly one file per upload.", param=name or "file")
             if item_type == FIELD:
-                self._store_field(name, field_stream)
+                self._store_field(name)
         if self.reader.is_truncated:
             raise InvalidRequest("The request body ended before Content-Length bytes.", code="incomplete_body")
         return self.fields
 
-    def _store_field(self, name: str, field_stream: Any) -> None:
-        value = field_stream.read(MAX_FIELD_BYTES + 1)
-        if len(value) > MAX_FIELD_BYTES:
-            raise InvalidRequest(f"The form field {name!r} is too long.", param=name)
+    def _store_field(self, name: str) -> None:
+        value = b""
+        for piece in self._part_data():
+            value += piece
+            if len(value) > MAX_FIELD_BYTES:
+                raise InvalidRequest(f"The form field {name!r} is too long.", param=name)
         if name in self.fields:
             raise InvalidRequest(f"The form field {name!r} was sent twice.", param=name)
         if len(self.fields) >= MAX_FIELDS:
             raise InvalidRequest("Too many form fields.")
         self.fields[name] = value.decode("utf-8", "replace")
+
+
+def _part_headers(header: bytes) -> tuple[str, dict[str, Any]]:
+    """A part's type and headers, read as ``django.http.multipartparser.parse_boundary_stream`` reads them."""
+    item_type = RAW
+    headers: dict[str, Any] = {}
+    for line in header.split(b"\r\n"):
+        try:
+            main_value_pair, params = parse_header_parameters(line.decode())
+            name, value = main_value_pair.split(":", 1)
+            encoded = {key: item.encode() for key, item in params.items()}
+        except ValueError:  # an invalid header line, as Django skips it
+            continue
+        if name == "content-disposition":
+            item_type = FILE if encoded.get("filename") else FIELD
+        headers[name] = value, encoded
+    return item_type, headers
 
 
 def _text(value: str | bytes) -> str:

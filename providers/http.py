@@ -32,6 +32,7 @@ from config.errors import (
     UpstreamUnavailable,
 )
 from providers.base import ByteCounter, Page, Provider, RemoteFile, UploadOptions, UploadStream, iter_chunks
+from providers.bulk import BulkTransport
 
 logger = logging.getLogger("filegate.providers")
 
@@ -80,8 +81,8 @@ class ContentStream:
 
     def _iterate(self) -> Generator[bytes, None, None]:
         try:
-            # Chunks as they arrive (httpcore reads up to 64 KiB): asking httpx for CHUNK_SIZE pieces
-            # would hold back the first byte until a whole MiB had come in.
+            # Chunks as they arrive, up to CHUNK_SIZE each (BulkTransport): never holding back bytes
+            # until a whole MiB has come in.
             yield from self.response.iter_bytes()
         except httpx.HTTPError as exc:
             raise self.provider.map_exception(exc) from exc
@@ -119,6 +120,16 @@ class PassThroughProvider(Provider):
             timeout=httpx.Timeout(self.timeout_seconds, connect=connect_seconds),
             follow_redirects=False,
         )
+        # Uploads and downloads: the same requests over plain http.client connections, which send and
+        # read 1 MiB pieces without h11's copies or httpcore's 64 KiB reads (see providers/bulk.py).
+        self.bulk_client = httpx.Client(
+            base_url=self.api_root(),
+            headers=self.auth_headers(),
+            params=self.default_params(),
+            timeout=httpx.Timeout(self.timeout_seconds, connect=connect_seconds),
+            follow_redirects=False,
+            transport=BulkTransport(),
+        )
 
     def api_root(self) -> str:
         """The URL the ``files`` paths are relative to."""
@@ -148,6 +159,7 @@ class PassThroughProvider(Provider):
             retry=False,
             content=self._multipart(counter, options, boundary),
             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+            client=self.bulk_client,
         )
         # Azure's v1 API may answer bytes=null while it processes the file; we know what we sent.
         return self.to_remote(self._json(response), default_bytes=counter.total)
@@ -191,6 +203,7 @@ class PassThroughProvider(Provider):
             retry=True,
             file_id=remote_id,
             headers={"Accept": "application/octet-stream", "Accept-Encoding": "identity"},
+            client=self.bulk_client,
         )
         return ContentStream(response, self)
 
@@ -250,7 +263,14 @@ class PassThroughProvider(Provider):
     # HTTP plumbing.
 
     def _send(
-        self, method: str, path: str, *, retry: bool, file_id: str | None = None, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        retry: bool,
+        file_id: str | None = None,
+        client: httpx.Client | None = None,
+        **kwargs: Any,
     ) -> httpx.Response:
         """Send one request and return its (still unread) 2xx response; raise the mapped error otherwise.
 
@@ -258,10 +278,11 @@ class PassThroughProvider(Provider):
         exponential backoff. A 404 on a call naming ``file_id`` is ``FileNotFound``.
         """
         attempts = 1 + max(0, settings.UPSTREAM_RETRIES) if retry else 1
+        client = client or self.client
         for attempt in range(attempts):
             is_last = attempt + 1 == attempts
             try:
-                response = self.client.send(self.client.build_request(method, path, **kwargs), stream=True)
+                response = client.send(client.build_request(method, path, **kwargs), stream=True)
             except httpx.HTTPError as exc:
                 if is_last or not isinstance(exc, RETRYABLE_ERRORS):
                     raise self.map_exception(exc) from exc

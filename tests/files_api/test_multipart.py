@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import socket
+import threading
 
 import pytest
 
@@ -102,3 +105,170 @@ def test_file_stream_read_returns_exact_sizes_across_chunks():
     assert stream.read(4) == b"ij"
     assert stream.read(4) == b""
     assert stream.bytes_read == 10
+
+
+# The scanner: delimiters found wherever the reads split them.
+
+
+class Trickle(io.BytesIO):
+    """A request body that hands out at most ``step`` bytes per read, like a slow socket."""
+
+    def __init__(self, raw: bytes, step: int) -> None:
+        super().__init__(raw)
+        self.step = step
+
+    def read(self, size: int | None = -1) -> bytes:
+        return super().read(self.step if size is None or size < 0 else min(size, self.step))
+
+
+def read_all(raw: bytes, step: int) -> tuple[dict[str, str], bytes]:
+    form = MultipartForm(
+        Trickle(raw, step), content_type=f"multipart/form-data; boundary={BOUNDARY}", content_length=len(raw)
+    )
+    part = form.read_until_file()
+    assert part is not None
+    content = b"".join(part.chunks)
+    return form.read_remaining_fields(), content
+
+
+# Contents that look like the start of a delimiter right where a read may end.
+TRICKY = [b"", b"\r", b"\r\n", b"\r\n-", b"\r\n--", b"\r\n--Xy", b"--XyZ", b"a\r\n--XyYa", b"\r\n\r\n--Xy\r\n--X"]
+
+
+@pytest.mark.parametrize("content", [*TRICKY, bytes(range(256)) * 3])
+def test_a_delimiter_split_across_reads_at_every_offset_is_found(content):
+    raw = body(("purpose", None, b"assistants"), ("file", "a.bin", content), ("late", None, b"1"))
+    for step in range(1, 40):
+        fields, received = read_all(raw, step)
+        assert received == content, step
+        assert fields == {"purpose": "assistants", "late": "1"}, step
+
+
+def test_large_reads_hand_on_whole_chunks(monkeypatch):
+    monkeypatch.setattr("files_api.uploads.CHUNK_SIZE", 1000)
+    content = bytes(range(256)) * 40  # 10,240 bytes
+    raw = body(("purpose", None, b"assistants"), ("file", "a.bin", content))
+    form = form_for(raw)
+    part = form.read_until_file()
+    assert part is not None
+    chunks = list(part.chunks)
+    assert b"".join(chunks) == content and max(len(chunk) for chunk in chunks) <= 1000
+    assert form.read_remaining_fields() == {"purpose": "assistants"}
+
+
+def test_a_body_cut_inside_the_file_part_at_any_point_is_incomplete():
+    raw = body(("purpose", None, b"assistants"), ("file", "a.bin", b"q" * 300))
+    file_start = raw.index(b"q")
+    for cut in range(file_start, len(raw) - len(b"--\r\n")):
+        form = form_for(raw[:cut], content_length=len(raw))
+        part = form.read_until_file()
+        assert part is not None
+        with pytest.raises(InvalidRequest) as excinfo:
+            b"".join(part.chunks)
+        assert excinfo.value.code == "incomplete_body", cut
+
+
+def test_a_body_cut_inside_the_part_headers_is_incomplete():
+    raw = body(("purpose", None, b"assistants"), ("file", "a.bin", b"q" * 300))
+    form = form_for(raw[: raw.index(b"filename")], content_length=len(raw))
+    with pytest.raises(InvalidRequest) as excinfo:
+        form.read_until_file()
+    assert excinfo.value.code == "incomplete_body"
+
+
+def test_a_body_without_the_closing_dashes_still_ends_cleanly():
+    raw = body(("purpose", None, b"assistants"), ("file", "a.bin", b"data"))
+    raw = raw[: -len(b"--\r\n")]
+    fields, content = read_all(raw, 5)
+    assert content == b"data" and fields == {"purpose": "assistants"}
+
+
+def test_a_preamble_and_an_epilogue_are_ignored():
+    raw = b"This is a preamble.\r\n" + body(("purpose", None, b"x"), ("file", "a.bin", b"data")) + b"epilogue"
+    fields, content = read_all(raw, 3)
+    assert content == b"data" and fields == {"purpose": "x"}
+
+
+def test_a_body_without_any_boundary_has_no_file():
+    form = form_for(b"just some bytes, no parts")
+    assert form.read_until_file() is None
+    assert form.read_remaining_fields() == {}
+
+
+def test_part_headers_longer_than_django_allows_are_refused():
+    raw = body(("purpose", None, b"x"), ("file", "a" * 1100 + ".bin", b"data"))
+    with pytest.raises(InvalidRequest, match="header size"):
+        form_for(raw).read_until_file()
+
+
+def test_a_field_longer_than_the_limit_is_refused():
+    raw = body(("purpose", None, b"p" * (64 * 1024 + 1)), ("file", "a.bin", b"data"))
+    with pytest.raises(InvalidRequest, match="too long"):
+        form_for(raw).read_until_file()
+
+
+# Reading gunicorn's socket directly.
+
+
+class GunicornLikeRequest:
+    """What ``direct_body`` looks at on a Django request served by gunicorn."""
+
+    def __init__(self, wsgi_input: object) -> None:
+        self.environ = {"wsgi.input": wsgi_input}
+        self._read_started = False
+
+
+def gunicorn_body(raw: bytes, *, buffered: int, trailing: bytes) -> tuple[object, socket.socket]:
+    from gunicorn.http.body import Body, LengthReader
+    from gunicorn.http.unreader import SocketUnreader
+
+    ours, theirs = socket.socketpair()
+    unreader = SocketUnreader(ours)
+    unreader.unread(raw[:buffered])  # what gunicorn read along with the headers
+    sender = threading.Thread(target=lambda: (theirs.sendall(raw[buffered:] + trailing), theirs.close()))
+    sender.start()
+    return Body(LengthReader(unreader, len(raw))), ours
+
+
+@pytest.mark.parametrize("buffered", [0, 10, 5000])
+def test_a_gunicorn_body_is_read_off_the_socket_and_the_next_request_is_left_alone(buffered):
+    from files_api.uploads import GunicornBody, direct_body
+
+    content = os.urandom(3 * 1024 * 1024 + 5)
+    raw = body(("purpose", None, b"assistants"), ("file", "a.bin", content), ("late", None, b"1"))
+    next_request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    wsgi_input, sock = gunicorn_body(raw, buffered=buffered, trailing=next_request)
+    request = GunicornLikeRequest(wsgi_input)
+    with sock:
+        form = MultipartForm(request, content_type=f"multipart/form-data; boundary={BOUNDARY}", content_length=len(raw))
+        assert isinstance(form.reader.raw, GunicornBody) and request._read_started
+        part = form.read_until_file()
+        assert part is not None and b"".join(part.chunks) == content
+        assert form.read_remaining_fields() == {"purpose": "assistants", "late": "1"}
+        assert wsgi_input.reader.length == 0 and wsgi_input.read(100) == b""  # type: ignore[attr-defined]
+        assert sock.recv(1000) == next_request
+        assert direct_body(request, len(raw)) is None  # read already
+
+
+def test_a_gunicorn_body_cut_short_is_incomplete():
+    raw = body(("purpose", None, b"assistants"), ("file", "a.bin", b"x" * 100_000))
+    wsgi_input, sock = gunicorn_body(raw[:50_000], buffered=0, trailing=b"")
+    wsgi_input.reader.length = len(raw)  # type: ignore[attr-defined]
+    with sock:
+        form = MultipartForm(
+            GunicornLikeRequest(wsgi_input),
+            content_type=f"multipart/form-data; boundary={BOUNDARY}",
+            content_length=len(raw),
+        )
+        part = form.read_until_file()
+        assert part is not None
+        with pytest.raises(InvalidRequest) as excinfo:
+            b"".join(part.chunks)
+        assert excinfo.value.code == "incomplete_body"
+
+
+def test_other_request_bodies_are_read_as_they_are():
+    from files_api.uploads import direct_body
+
+    assert direct_body(io.BytesIO(b"x"), 1) is None
+    assert direct_body(GunicornLikeRequest(io.BytesIO(b"x")), 1) is None
