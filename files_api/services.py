@@ -39,7 +39,14 @@ from files_api.validation import BatchLineValidator, clean_filename
 from providers import registry
 from providers.base import CONTENT, DELETE, LIST, RETRIEVE, UPLOAD, Page, Provider, RemoteFile, UploadOptions
 from tenants.models import ApiKey, Organization, ProviderAccount
-from tenants.services import provider_account_resolve, quota_commit, quota_free, quota_release, quota_reserve
+from tenants.services import (
+    provider_account_get,
+    provider_account_resolve,
+    quota_commit,
+    quota_free,
+    quota_release,
+    quota_reserve,
+)
 
 logger = logging.getLogger("filegate.files")
 
@@ -390,7 +397,7 @@ def _find_record(organization: Organization, account_name: str | None, file_id: 
         raise FileNotFound(f"No such File object: {file_id[:MAX_FILE_ID_LENGTH]}", param="id")
     try:
         # get() rather than first(): no ORDER BY from Meta.ordering to compile on every retrieve.
-        file = File.objects.select_related("provider_account").get(public_id=file_id)
+        file = File.objects.get(public_id=file_id)
     except File.DoesNotExist:
         return None
     if file.organization_id != organization.pk or file.is_deleted or file.is_expired():
@@ -398,6 +405,7 @@ def _find_record(organization: Organization, account_name: str | None, file_id: 
         # header answers 404 here and 400 there, telling whether the id exists in another organisation.
         _account_for_unknown_id(organization, account_name, file_id)
         raise FileNotFound(f"No such File object: {file_id}", param="id")
+    file.provider_account = provider_account_get(account_id=file.provider_account_id)
     return file
 
 

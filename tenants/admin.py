@@ -30,7 +30,7 @@ from django.utils.safestring import SafeString, mark_safe
 from config.errors import GatewayError, InvalidRequest
 from providers import registry
 from tenants.models import ApiKey, Membership, Organization, ProviderAccount
-from tenants.services import api_key_create, api_key_revoke
+from tenants.services import api_key_create, api_key_revoke, provider_account_forget
 
 admin.site.site_header = "filegate administration"
 admin.site.site_title = "filegate admin"
@@ -342,6 +342,7 @@ def save_account(account: ProviderAccount) -> None:
                 pk=account.pk
             ).update(is_default=False)
         account.save()
+    provider_account_forget(account_id=account.pk)
 
 
 class ProviderAccountForm(forms.ModelForm):

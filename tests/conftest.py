@@ -18,7 +18,13 @@ from rest_framework.test import APIClient
 
 from providers import registry
 from tenants.models import ApiKey, Organization, ProviderAccount
-from tenants.services import api_key_create, organization_create, provider_account_create
+from tenants.services import (
+    api_key_cache_clear,
+    api_key_create,
+    organization_create,
+    provider_account_create,
+    provider_account_forget,
+)
 from tests.fakes import FakeProvider
 
 # Fake upstream servers (OpenAI, Azure OpenAI) and their fixtures.
@@ -56,6 +62,8 @@ def data_dir(tmp_path: Path, settings: Any) -> Path:
     # Real password hashing costs ~0.3 s per admin login; tests check who may log in, not the hash.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     registry.clear_cache()
+    api_key_cache_clear()
+    provider_account_forget()
     return settings.DATA_DIR
 
 

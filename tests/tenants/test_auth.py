@@ -7,11 +7,14 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.conf import settings as django_settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from config.errors import AuthenticationFailed
+from tenants import services
 from tenants.authentication import MISSING_KEY_MESSAGE
 from tenants.models import ApiKey
 from tenants.services import PREFIX_LENGTH, api_key_authenticate, api_key_create, api_key_revoke
@@ -156,3 +159,49 @@ def test_last_used_at_is_not_written_within_the_window(tenant_a: Tenant) -> None
 def test_a_key_authenticates_as_its_own_organisation(tenant_a: Tenant, tenant_b: Tenant) -> None:
     assert api_key_authenticate(plaintext=tenant_b.key).organization == tenant_b.org
     assert api_key_authenticate(plaintext=tenant_a.key).organization == tenant_a.org
+
+
+def test_a_cached_key_authenticates_without_a_query(tenant_a: Tenant, django_assert_num_queries: Any) -> None:
+    api_key_authenticate(plaintext=tenant_a.key)
+    with django_assert_num_queries(0):
+        api_key = api_key_authenticate(plaintext=tenant_a.key)
+    assert api_key.pk == tenant_a.api_key.pk
+    assert api_key.organization.pk == tenant_a.org.pk
+    assert api_key.organization.max_file_size_bytes == tenant_a.org.max_file_size_bytes
+
+
+def test_a_cached_key_revoked_in_this_process_is_refused_at_once(tenant_a: Tenant) -> None:
+    assert call(APIClient(), f"Bearer {tenant_a.key}").status_code == 200
+    api_key_revoke(api_key=tenant_a.api_key)
+    assert_401(call(APIClient(), f"Bearer {tenant_a.key}"), "This API key has been revoked.")
+
+
+def test_a_key_revoked_elsewhere_is_refused_once_its_cache_entry_expires(
+    tenant_a: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(services.time, "monotonic", lambda: clock[0])
+    api_key_authenticate(plaintext=tenant_a.key)
+    # Another process revokes it: this one keeps accepting it for at most API_KEY_CACHE_SECONDS.
+    ApiKey.objects.filter(pk=tenant_a.api_key.pk).update(revoked_at=timezone.now())
+    api_key_authenticate(plaintext=tenant_a.key)
+    clock[0] += django_settings.API_KEY_CACHE_SECONDS
+    with pytest.raises(AuthenticationFailed, match="revoked"):
+        api_key_authenticate(plaintext=tenant_a.key)
+
+
+def test_api_key_cache_seconds_0_turns_the_cache_off(
+    tenant_a: Tenant, settings: Any, django_assert_num_queries: Any
+) -> None:
+    settings.API_KEY_CACHE_SECONDS = 0
+    api_key_authenticate(plaintext=tenant_a.key)
+    with django_assert_num_queries(1):
+        api_key_authenticate(plaintext=tenant_a.key)
+
+
+def test_each_request_gets_its_own_copy_of_a_cached_key(tenant_a: Tenant) -> None:
+    first = api_key_authenticate(plaintext=tenant_a.key)
+    first.organization.max_file_size_bytes = 1
+    second = api_key_authenticate(plaintext=tenant_a.key)
+    assert second is not first
+    assert second.organization.max_file_size_bytes == tenant_a.org.max_file_size_bytes
