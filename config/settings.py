@@ -211,7 +211,6 @@ API_KEY_CACHE_SECONDS = env_int("API_KEY_CACHE_SECONDS", 5)
 # Likewise for provider accounts looked up by id (retrieve, delete and download of a recorded file):
 # an account changed in another process is used with its old settings for at most this long. 0: off.
 PROVIDER_ACCOUNT_CACHE_SECONDS = env_int("PROVIDER_ACCOUNT_CACHE_SECONDS", 5)
-STREAM_CHUNK_BYTES = env_int("STREAM_CHUNK_BYTES", 1024 * 1024)
 UPSTREAM_TIMEOUT_SECONDS = env_int("UPSTREAM_TIMEOUT_SECONDS", 600)
 UPSTREAM_CONNECT_TIMEOUT_SECONDS = env_int("UPSTREAM_CONNECT_TIMEOUT_SECONDS", 10)
 UPSTREAM_RETRIES = env_int("UPSTREAM_RETRIES", 2)
