@@ -111,7 +111,9 @@ class FileViewSet(viewsets.ViewSet):
     """OpenAI's Files API over the organisation's provider accounts.
 
     Every action takes the organisation from the API key (``request.auth``); files of other
-    organisations are 404s, whatever their id.
+    organisations are 404s, whatever their id. The scoping lives in one place,
+    ``services._find_record`` (by id) and ``services._live_files`` (lists), because an id can also
+    name a file the gateway never recorded, which only the provider account can answer for.
     """
 
     lookup_field = "id"
