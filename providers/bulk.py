@@ -49,10 +49,13 @@ class BulkTransport(httpx.BaseTransport):
             conn, reused = self._checkout(key)
             try:
                 response = self._exchange(conn, request, target, headers, timeouts)
+            except _BodyIteratorFailed as failed:
+                conn.close()  # before the last chunk: the server sees a cut-off request
+                raise failed.error from failed.error.__cause__
             except _STALE:
                 conn.close()
                 # Only a request whose body was not sent yet can go again on a fresh connection.
-                if reused and (request.method in _BODILESS or not _body_started(request)):
+                if reused and not _body_started(request):
                     continue
                 raise httpx.RemoteProtocolError("The server closed the connection.", request=request) from None
             except BaseException:
@@ -98,8 +101,9 @@ class BulkTransport(httpx.BaseTransport):
         except OSError as exc:
             raise httpx.WriteError(str(exc), request=request) from exc
         write_error: OSError | None = None
-        if request.method not in _BODILESS:
-            chunked = any(name.lower() == "transfer-encoding" for name, _ in headers)
+        framing = {name.lower() for name, _ in headers} & {"transfer-encoding", "content-length"}
+        if framing:  # a declared body goes out whatever the method, or the server reads on into the next request
+            chunked = "transfer-encoding" in framing
             request.extensions["filegate_body_started"] = True
             try:
                 _send_body(sock, request, chunked=chunked)
@@ -161,11 +165,17 @@ def _is_readable(sock: socket.socket) -> bool:
     return bool(poller.poll(0))
 
 
-_BODILESS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
-
-
 def _body_started(request: httpx.Request) -> bool:
     return bool(request.extensions.get("filegate_body_started"))
+
+
+class _BodyIteratorFailed(Exception):
+    """Carries an exception from the request body's iterator past the handlers of socket errors
+    (an ``OSError`` from the iterator is not a write error, nor a stale connection)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 def _send_body(sock: socket.socket, request: httpx.Request, *, chunked: bool) -> None:
@@ -176,7 +186,14 @@ def _send_body(sock: socket.socket, request: httpx.Request, *, chunked: bool) ->
     caller then closes the connection before the last chunk, so the server sees a cut-off request.
     """
     assert isinstance(request.stream, httpx.SyncByteStream)
-    for chunk in request.stream:
+    chunks = iter(request.stream)
+    while True:
+        try:
+            chunk = next(chunks)
+        except StopIteration:
+            break
+        except Exception as exc:  # noqa: BLE001 - carried to handle_request, re-raised unchanged
+            raise _BodyIteratorFailed(exc) from None
         if not chunk:
             continue
         if chunked:
@@ -188,6 +205,10 @@ def _send_body(sock: socket.socket, request: httpx.Request, *, chunked: bool) ->
 
 
 def _sendmsg_all(sock: socket.socket, buffers: list[bytes]) -> None:
+    if isinstance(sock, ssl.SSLSocket):  # no sendmsg over TLS: one record each, still no copy of the chunk
+        for buffer in buffers:
+            sock.sendall(buffer)
+        return
     sent = sock.sendmsg(buffers)
     for buffer in buffers:
         if sent >= len(buffer):

@@ -6,6 +6,7 @@ import http.client
 import os
 import socket
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -108,3 +109,136 @@ def test_an_early_answer_to_an_upload_is_read_even_if_the_server_stops_reading()
         server.close()
     # Either the answer was read (403, the account's key) or the pipe broke first: never a hang or a crash.
     assert raised.value.status_code in (403, 502)
+
+
+def _self_signed(tmp_path: Any) -> tuple[str, str]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return str(cert_path), str(key_path)
+
+
+def test_a_chunked_upload_goes_out_over_tls(tmp_path):
+    """OpenAI is https: a chunked body must go out over an SSLSocket (which has no sendmsg)."""
+    import ssl
+
+    import httpx
+
+    from providers.bulk import BulkTransport
+
+    cert, key = _self_signed(tmp_path)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    received: list[bytes] = []
+
+    def serve() -> None:
+        raw, _ = server.accept()
+        with server_ctx.wrap_socket(raw, server_side=True) as conn:
+            data = b""
+            while not data.endswith(b"\r\n0\r\n\r\n"):
+                piece = conn.recv(65536)
+                if not piece:
+                    break
+                data += piece
+            received.append(data)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    client_ctx = ssl.create_default_context(cafile=cert)
+    client = httpx.Client(transport=BulkTransport(verify=client_ctx))
+    try:
+        response = client.post(f"https://localhost:{port}/v1/files", content=iter([b"a" * 100, b"b" * 50]))
+        assert response.status_code == 200
+        assert response.read() == b"ok"
+    finally:
+        client.close()
+        thread.join(5)
+        server.close()
+    head, _, body = received[0].partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower()
+    assert body == b"64\r\n" + b"a" * 100 + b"\r\n32\r\n" + b"b" * 50 + b"\r\n0\r\n\r\n"
+
+
+def test_an_os_error_from_the_body_iterator_propagates_at_once(fake_openai):
+    """Not mistaken for a write error (then a wait for an answer to a request that never ends)."""
+    provider = OpenAIProvider(**openai_config(fake_openai, timeout=3))
+
+    def chunks():
+        yield os.urandom(MiB)
+        raise OSError("the spool file went away")
+
+    started = time.monotonic()
+    with pytest.raises(OSError, match="spool file went away"):
+        provider.upload(FileStream(chunks(), max_bytes=100 * MiB, too_large_message="x"), options())
+    assert time.monotonic() - started < 2
+    assert not fake_openai.files
+    assert idle(provider) == []
+
+
+def test_a_body_on_a_delete_is_sent_not_left_for_the_next_request():
+    """Whatever the method, a request that declares a body sends it: else the server reads the
+    next request on the kept-alive connection as this one's body."""
+    import httpx
+
+    from providers.bulk import BulkTransport
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    bodies: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, rest = data.partition(b"\r\n\r\n")
+            lines = head.lower().split(b"\r\n")
+            length = next(int(line.split(b":", 1)[1]) for line in lines if line.startswith(b"content-length"))
+            conn.settimeout(2)
+            while len(rest) < length:
+                piece = conn.recv(65536)
+                if not piece:
+                    break
+                rest += piece
+            bodies.append(rest)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    client = httpx.Client(transport=BulkTransport())
+    try:
+        response = client.request("DELETE", f"http://127.0.0.1:{port}/v1/files/x", content=b'{"a": 1}')
+        assert response.status_code == 200
+    finally:
+        client.close()
+        thread.join(5)
+        server.close()
+    assert bodies == [b'{"a": 1}']
