@@ -45,6 +45,10 @@ _cache_lock = threading.Lock()  # guards both caches' writes
 # Provider accounts by id, for PROVIDER_ACCOUNT_CACHE_SECONDS: a retrieve then reads its file alone,
 # without a join whose compilation costs as much as the rest of the query.
 _accounts: dict[int, tuple[float, ProviderAccount]] = {}
+# Bumped (under _cache_lock) by every revoke or clear: a key read from the database before one is not
+# cached, so a revoke that lands between another request's read and its cache write still wins.
+_api_key_generation = 0
+_account_generation = 0  # the same for provider_account_forget
 
 
 @dataclass(frozen=True)
@@ -79,13 +83,17 @@ def api_key_create(*, organization: Organization, name: str = "") -> IssuedKey:
 
 def api_key_revoke(*, api_key: ApiKey) -> None:
     """Revoke the key. This process refuses it at once; other processes within API_KEY_CACHE_SECONDS."""
+    global _api_key_generation
     ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
     with _cache_lock:
+        _api_key_generation += 1
         _api_keys.pop(api_key.key_hash, None)
 
 
 def api_key_cache_clear() -> None:
+    global _api_key_generation
     with _cache_lock:
+        _api_key_generation += 1
         _api_keys.clear()
 
 
@@ -104,6 +112,7 @@ def api_key_authenticate(*, plaintext: str) -> ApiKey:
         raise AuthenticationFailed(_masked_message(plaintext))
     key_hash = _hash_key(plaintext)
     ttl = settings.API_KEY_CACHE_SECONDS
+    generation = _api_key_generation
     cached = _cached_api_key(key_hash) if ttl > 0 else None
     api_key = cached if cached is not None else _live_api_key(plaintext, key_hash)
     now = timezone.now()
@@ -117,9 +126,10 @@ def api_key_authenticate(*, plaintext: str) -> ApiKey:
         return api_key
     if cached is None:
         with _cache_lock:
-            if len(_api_keys) >= MAX_CACHE_ENTRIES:
-                _api_keys.pop(next(iter(_api_keys)))  # the oldest entry
-            _api_keys[key_hash] = (time.monotonic() + ttl, api_key)
+            if generation == _api_key_generation:  # else a key may have been revoked since our read
+                if len(_api_keys) >= MAX_CACHE_ENTRIES:
+                    _api_keys.pop(next(iter(_api_keys)))  # the oldest entry
+                _api_keys[key_hash] = (time.monotonic() + ttl, api_key)
     # Requests run in threads: each gets its own copies, so nothing one request sets on its key
     # or organisation leaks into another's.
     private = copy.copy(api_key)
@@ -219,11 +229,13 @@ def provider_account_get(*, account_id: int) -> ProviderAccount:
         return ProviderAccount.objects.get(pk=account_id)
     entry = _accounts.get(account_id)
     if entry is None or time.monotonic() >= entry[0]:
+        generation = _account_generation
         account = ProviderAccount.objects.get(pk=account_id)
         with _cache_lock:
-            if len(_accounts) >= MAX_CACHE_ENTRIES:
-                _accounts.pop(next(iter(_accounts)))
-            _accounts[account_id] = (time.monotonic() + ttl, account)
+            if generation == _account_generation:  # else it may have been saved since our read
+                if len(_accounts) >= MAX_CACHE_ENTRIES:
+                    _accounts.pop(next(iter(_accounts)))
+                _accounts[account_id] = (time.monotonic() + ttl, account)
     else:
         account = entry[1]
     return copy.copy(account)
@@ -231,7 +243,9 @@ def provider_account_get(*, account_id: int) -> ProviderAccount:
 
 def provider_account_forget(*, account_id: int | None = None) -> None:
     """Drop one account (or, without an id, every account) from this process's cache."""
+    global _account_generation
     with _cache_lock:
+        _account_generation += 1
         if account_id is None:
             _accounts.clear()
         else:

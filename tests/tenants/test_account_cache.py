@@ -54,3 +54,26 @@ def test_each_caller_gets_its_own_copy(tenant_a: Tenant) -> None:
     first = provider_account_get(account_id=tenant_a.account.pk)
     first.name = "changed-by-a-caller"
     assert provider_account_get(account_id=tenant_a.account.pk).name == tenant_a.account.name
+
+
+def test_an_account_saved_while_another_request_reads_it_is_not_cached_stale(
+    tenant_a: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A save (and forget) that lands between another request's read and its cache write must win."""
+
+    class Objects:
+        @staticmethod
+        def get(**lookup: Any) -> ProviderAccount:
+            stale = ProviderAccount.objects.get(**lookup)
+            saved = ProviderAccount.objects.get(**lookup)
+            saved.name = "renamed"
+            save_account(saved)  # the admin, in another thread of this process
+            return stale
+
+    class Shim:
+        objects = Objects
+
+    monkeypatch.setattr(services, "ProviderAccount", Shim)
+    assert provider_account_get(account_id=tenant_a.account.pk).name == tenant_a.account.name
+    monkeypatch.undo()
+    assert provider_account_get(account_id=tenant_a.account.pk).name == "renamed"
