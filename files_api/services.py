@@ -12,7 +12,7 @@ import functools
 import io
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,7 +37,18 @@ from files_api.serializers import UploadFieldsSerializer
 from files_api.uploads import FileStream, MultipartForm
 from files_api.validation import BatchLineValidator, clean_filename
 from providers import registry
-from providers.base import CONTENT, DELETE, LIST, RETRIEVE, UPLOAD, Page, Provider, RemoteFile, UploadOptions
+from providers.base import (
+    CHUNK_SIZE,
+    CONTENT,
+    DELETE,
+    LIST,
+    RETRIEVE,
+    UPLOAD,
+    Page,
+    Provider,
+    RemoteFile,
+    UploadOptions,
+)
 from tenants.models import ApiKey, Organization, ProviderAccount
 from tenants.services import (
     provider_account_get,
@@ -129,15 +140,39 @@ def _validated_fields(fields: dict[str, str]) -> dict[str, Any]:
     return dict(serializer.validated_data)
 
 
-def _file_limit(organization: Organization, purpose: str, filename: str) -> tuple[int, str]:
-    """The size limit for this file and the message when it is crossed."""
-    if purpose == "batch":
-        if not filename.lower().endswith(".jsonl"):
-            raise InvalidRequest("Batch files must be .jsonl files.", param="file", code="invalid_file_type")
-        limit = min(organization.batch_max_size_bytes, organization.max_file_size_bytes)
-        return limit, f"Batch files may be at most {limit} bytes for this organization."
+def _max_file_size(organization: Organization) -> tuple[int, str]:
+    """The organisation's file-size limit and the message when it is crossed."""
     limit = organization.max_file_size_bytes
     return limit, f"Files may be at most {limit} bytes for this organization."
+
+
+def _file_limit(organization: Organization, purpose: str, filename: str) -> tuple[int, str]:
+    """The size limit for this file and the message when it is crossed."""
+    if purpose != "batch":
+        return _max_file_size(organization)
+    if not filename.lower().endswith(".jsonl"):
+        raise InvalidRequest("Batch files must be .jsonl files.", param="file", code="invalid_file_type")
+    limit = min(organization.batch_max_size_bytes, organization.max_file_size_bytes)
+    return limit, f"Batch files may be at most {limit} bytes for this organization."
+
+
+def _checked_stream(
+    chunks: Iterator[bytes],
+    organization: Organization,
+    *,
+    purpose: str,
+    filename: str,
+    on_end: Callable[[], None] | None = None,
+) -> FileStream:
+    """The file's chunks under this purpose's size limit (and batch-line checks for batch files)."""
+    limit, too_large = _file_limit(organization, purpose, filename)
+    return FileStream(
+        chunks,
+        max_bytes=limit,
+        too_large_message=too_large,
+        validator=BatchLineValidator() if purpose == "batch" else None,
+        on_end=on_end,
+    )
 
 
 def _expires_after(purpose: str, fields: dict[str, Any]) -> int | None:
@@ -150,25 +185,7 @@ def _expires_after(purpose: str, fields: dict[str, Any]) -> int | None:
 def file_create(
     *, api_key: ApiKey, account_name: str | None, body: Any, content_type: str, content_length: int | None
 ) -> RemoteFile:
-    """Resolve the provider account, open the multipart ``body`` and upload it (``file_upload``).
-
-    Refusals before the upload starts (an unknown account, a body that is not multipart) raise
-    ``InvalidRequest`` and are audited like every other failed upload.
-    """
-    try:
-        account = provider_account_resolve(organization=api_key.organization, name=account_name)
-        # DRF hands over no stream at all for an empty body; read that as an empty body.
-        form = MultipartForm(
-            body if body is not None else io.BytesIO(), content_type=content_type, content_length=content_length
-        )
-    except GatewayError as exc:
-        _audit(organization=api_key.organization, api_key=api_key, action=AuditEvent.Action.CREATE, error=exc)
-        raise
-    return file_upload(api_key=api_key, account=account, form=form)
-
-
-def file_upload(*, api_key: ApiKey, account: ProviderAccount, form: MultipartForm) -> RemoteFile:
-    """Stream the form's file to ``account``'s provider and record it.
+    """Stream the multipart ``body``'s file to the named (or default) account's provider and record it.
 
     Sequence: check the size limit, reserve quota, stream to the provider (limits, checksum and
     batch validation applied per chunk), record the file and commit the quota. Raises
@@ -176,7 +193,13 @@ def file_upload(*, api_key: ApiKey, account: ProviderAccount, form: MultipartFor
     provider's ``Upstream*`` errors; after any of them nothing is recorded or charged, and a failed
     ``file.create`` audit event says why.
     """
+    account = None
     try:
+        account = provider_account_resolve(organization=api_key.organization, name=account_name)
+        # DRF hands over no stream at all for an empty body; read that as an empty body.
+        form = MultipartForm(
+            body if body is not None else io.BytesIO(), content_type=content_type, content_length=content_length
+        )
         return _upload(api_key=api_key, account=account, form=form)
     except Exception as exc:
         _audit(
@@ -193,49 +216,32 @@ def _upload(*, api_key: ApiKey, account: ProviderAccount, form: MultipartForm) -
     organization = api_key.organization
     provider = provider_for(account)
     provider.require(UPLOAD)
-    if form.content_length > organization.max_file_size_bytes + FORM_OVERHEAD_BYTES:
-        raise PayloadTooLarge(
-            f"Files may be at most {organization.max_file_size_bytes} bytes for this organization.", param="file"
-        )
+    max_size, too_large = _max_file_size(organization)
+    if form.content_length > max_size + FORM_OVERHEAD_BYTES:
+        raise PayloadTooLarge(too_large, param="file")
     part = form.read_until_file()
     if part is None:
         form.read_remaining_fields()
         raise InvalidRequest("Missing required parameter: 'file'.", param="file")
     filename = clean_filename(part.filename)
-    early_fields = form.fields
-    if "purpose" not in early_fields:
+    if "purpose" not in form.fields:
         # The purpose comes after the file: spool it (bounded memory) and decide afterwards.
         return _upload_spooled(api_key=api_key, account=account, provider=provider, form=form, filename=filename)
-    fields = _validated_fields(early_fields)
+    fields = _validated_fields(form.fields)
     purpose = fields["purpose"]
     _check_purpose(provider, purpose)
-    limit, too_large = _file_limit(organization, purpose, filename)
-    if form.content_length > limit + FORM_OVERHEAD_BYTES:
-        raise PayloadTooLarge(too_large, param="file")
-    stream = FileStream(
-        part.chunks,
-        max_bytes=limit,
-        too_large_message=too_large,
-        validator=BatchLineValidator() if purpose == "batch" else None,
-        on_end=_truncation_check(form),
-    )
+    stream = _checked_stream(part.chunks, organization, purpose=purpose, filename=filename, on_end=form.check_complete)
+    if form.content_length > stream.max_bytes + FORM_OVERHEAD_BYTES:
+        raise PayloadTooLarge(stream.too_large_message, param="file")
     options = UploadOptions(
         filename=filename,
         purpose=purpose,
         namespace=organization.slug,
         content_type=part.content_type,
         expires_after_seconds=_expires_after(purpose, fields),
-        size_hint=min(form.content_length, limit),
+        size_hint=min(form.content_length, stream.max_bytes),
     )
     return _store(api_key=api_key, account=account, provider=provider, stream=stream, options=options, form=form)
-
-
-def _truncation_check(form: MultipartForm) -> Any:
-    def check() -> None:
-        if form.reader.is_truncated:
-            raise InvalidRequest("The request body ended before Content-Length bytes.", code="incomplete_body")
-
-    return check
 
 
 def _check_purpose(provider: Provider, purpose: str) -> None:
@@ -255,11 +261,9 @@ def _upload_spooled(
     organization = api_key.organization
     assert form.file is not None
     with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as spool:
+        max_size, too_large = _max_file_size(organization)
         first = FileStream(
-            form.file.chunks,
-            max_bytes=organization.max_file_size_bytes,
-            too_large_message=f"Files may be at most {organization.max_file_size_bytes} bytes for this organization.",
-            on_end=_truncation_check(form),
+            form.file.chunks, max_bytes=max_size, too_large_message=too_large, on_end=form.check_complete
         )
         first.ensure_not_empty()
         for chunk in first:
@@ -267,13 +271,9 @@ def _upload_spooled(
         fields = _validated_fields(form.read_remaining_fields())
         purpose = fields["purpose"]
         _check_purpose(provider, purpose)
-        limit, too_large = _file_limit(organization, purpose, filename)
         spool.seek(0)
-        stream = FileStream(
-            iter(lambda: spool.read(1024 * 1024), b""),
-            max_bytes=limit,
-            too_large_message=too_large,
-            validator=BatchLineValidator() if purpose == "batch" else None,
+        stream = _checked_stream(
+            iter(lambda: spool.read(CHUNK_SIZE), b""), organization, purpose=purpose, filename=filename
         )
         options = UploadOptions(
             filename=filename,

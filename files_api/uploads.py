@@ -168,9 +168,14 @@ class MultipartForm:
             self._buffer += data
         return True
 
+    def check_complete(self) -> None:
+        """Raise ``InvalidRequest`` if the body has ended before Content-Length bytes (the client went away)."""
+        if self.reader.is_truncated:
+            raise _incomplete_body()
+
     def _ended_early(self) -> InvalidRequest:
         if self.reader.is_truncated:
-            return InvalidRequest("The request body ended before Content-Length bytes.", code="incomplete_body")
+            return _incomplete_body()
         return InvalidRequest("The multipart body is malformed: it ends inside a part.")
 
     def _part_data(self) -> Iterator[bytes]:
@@ -281,8 +286,7 @@ class MultipartForm:
                 raise InvalidRequest("Send exactly one file per upload.", param=name or "file")
             if item_type == FIELD:
                 self._store_field(name)
-        if self.reader.is_truncated:
-            raise InvalidRequest("The request body ended before Content-Length bytes.", code="incomplete_body")
+        self.check_complete()
         return self.fields
 
     def _store_field(self, name: str) -> None:
@@ -313,6 +317,10 @@ def _part_headers(header: bytes) -> tuple[str, dict[str, Any]]:
             item_type = FILE if encoded.get("filename") else FIELD
         headers[name] = value, encoded
     return item_type, headers
+
+
+def _incomplete_body() -> InvalidRequest:
+    return InvalidRequest("The request body ended before Content-Length bytes.", code="incomplete_body")
 
 
 def _text(value: str | bytes) -> str:

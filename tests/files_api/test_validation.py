@@ -15,7 +15,7 @@ import pytest
 from config.errors import InvalidRequest, PayloadTooLarge
 from files_api import services
 from files_api.models import PURPOSES, File
-from files_api.uploads import FileStream, MultipartForm
+from files_api.uploads import FileStream
 from files_api.validation import BATCH_ENDPOINTS, BatchLineValidator, clean_filename
 from tenants.models import Organization
 from tests.conftest import (
@@ -360,9 +360,10 @@ def test_it_stops_reading_once_a_lying_content_length_is_crossed(tenant_a: Tenan
     set_limits(tenant_a, max_file_size_bytes=MIB)
     body = multipart_body(("purpose", "assistants", None), ("file", b"z" * 16 * MIB, "big.bin"))
     raw = CountingInput(body)
-    form = MultipartForm(raw, content_type=MULTIPART, content_length=1000)
     with pytest.raises(PayloadTooLarge) as raised:
-        services.file_upload(api_key=tenant_a.api_key, account=tenant_a.account, form=form)
+        services.file_create(
+            api_key=tenant_a.api_key, account_name=None, body=raw, content_type=MULTIPART, content_length=1000
+        )
     assert raised.value.code == "file_too_large"
     assert raw.bytes_read < 4 * MIB
     assert not File.objects.exists()
