@@ -34,7 +34,7 @@ def options() -> UploadOptions:
 
 
 def idle(provider: OpenAIProvider) -> list[Any]:
-    return provider.bulk_client._transport._idle  # type: ignore[attr-defined]
+    return provider.transport._idle
 
 
 def test_an_upload_and_downloads_share_one_kept_alive_connection(provider):
