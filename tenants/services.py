@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -30,6 +30,8 @@ from providers import registry
 from tenants.models import ApiKey, Organization, ProviderAccount, QuotaReservation
 
 logger = logging.getLogger("filegate.tenants")
+
+_Model = TypeVar("_Model", ApiKey, Organization, ProviderAccount)
 
 KEY_PREFIX = "fg_"
 PREFIX_LENGTH = 12
@@ -90,6 +92,16 @@ def api_key_revoke(*, api_key: ApiKey) -> None:
         _api_keys.pop(api_key.key_hash, None)
 
 
+def _private_copy(instance: _Model) -> _Model:
+    """What ``copy.copy`` makes of a model instance (own field values, own ``_state`` and related
+    cache), without going through pickle's protocol: a third of the cost, on every request."""
+    clone = instance.__class__.__new__(instance.__class__)
+    clone.__dict__ = instance.__dict__.copy()
+    clone._state = copy.copy(instance._state)
+    clone._state.fields_cache = instance._state.fields_cache.copy()
+    return clone
+
+
 def api_key_cache_clear() -> None:
     global _api_key_generation
     with _cache_lock:
@@ -132,8 +144,8 @@ def api_key_authenticate(*, plaintext: str) -> ApiKey:
                 _api_keys[key_hash] = (time.monotonic() + ttl, api_key)
     # Requests run in threads: each gets its own copies, so nothing one request sets on its key
     # or organisation leaks into another's.
-    private = copy.copy(api_key)
-    private.organization = copy.copy(api_key.organization)
+    private = _private_copy(api_key)
+    private.organization = _private_copy(api_key.organization)
     return private
 
 
@@ -238,7 +250,7 @@ def provider_account_get(*, account_id: int) -> ProviderAccount:
                 _accounts[account_id] = (time.monotonic() + ttl, account)
     else:
         account = entry[1]
-    return copy.copy(account)
+    return _private_copy(account)
 
 
 def provider_account_forget(*, account_id: int | None = None) -> None:
