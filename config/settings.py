@@ -202,6 +202,10 @@ DEFAULT_MAX_FILE_SIZE_BYTES = env_int("DEFAULT_MAX_FILE_SIZE_BYTES", 512 * 1024*
 DEFAULT_BATCH_MAX_SIZE_BYTES = env_int("DEFAULT_BATCH_MAX_SIZE_BYTES", 50 * 1024**2)
 BATCH_FILE_DEFAULT_TTL_SECONDS = env_int("BATCH_FILE_DEFAULT_TTL_SECONDS", 30 * 24 * 3600)
 QUOTA_RESERVATION_TTL_SECONDS = env_int("QUOTA_RESERVATION_TTL_SECONDS", 6 * 3600)
+# A retrieve of a pass-through file in a final state (processed, error) is answered from the gateway's
+# record for this long after the upstream last confirmed the file; then the upstream is asked again,
+# which also notices a file deleted upstream behind the gateway's back. 0: ask on every retrieve.
+UPSTREAM_RECHECK_SECONDS = env_int("UPSTREAM_RECHECK_SECONDS", 60)
 API_KEY_LAST_USED_RESOLUTION_SECONDS = env_int("API_KEY_LAST_USED_RESOLUTION_SECONDS", 60)
 # Each process keeps the live keys it authenticated (with their organisation and its limits) for
 # this long, saving a query per request. Revoking a key takes effect at once in the process that

@@ -35,6 +35,9 @@ class File(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
     api_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="files")
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # When the upstream last confirmed the file (pass-through kinds): retrieves answer from the record
+    # until UPSTREAM_RECHECK_SECONDS have passed.
+    checked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -68,6 +68,8 @@ FORM_OVERHEAD_BYTES = 64 * 1024
 MAX_FILE_ID_LENGTH = 64
 # Upstream pages one list request may read past files hidden from the caller (another org's).
 MAX_UPSTREAM_LIST_PAGES = 10
+# Upstream file states that never change again (OpenAI's and Azure's; `uploaded` and `pending` do).
+FINAL_STATUSES = frozenset({"processed", "error"})
 
 
 @dataclass(frozen=True)
@@ -358,6 +360,7 @@ def _record(
             created_at=created_at,
             expires_at=expires_at,
             api_key=api_key,
+            checked_at=None if remote.storage_key else now,
         )
         quota_commit(reservation=reservation, actual_bytes=nbytes)
         _audit(
@@ -509,14 +512,18 @@ def _list_records(
 
 
 def file_retrieve(*, organization: Organization, account_name: str | None, file_id: str) -> RemoteFile:
-    """The file object. Raises ``FileNotFound`` (also for other organisations' files)."""
+    """The file object. Raises ``FileNotFound`` (also for other organisations' files).
+
+    A recorded upstream file is answered from the record while ``_confirmed_recently`` holds;
+    otherwise the upstream is asked and the record follows its status.
+    """
     file = _find_record(organization, account_name, file_id)
     if file is None:
         _, provider = _account_for_unknown_id(organization, account_name, file_id)
         provider.require(RETRIEVE)
         return provider.retrieve(file_id)
     provider = provider_for(file.provider_account)
-    if provider.stores_files:
+    if provider.stores_files or _confirmed_recently(file):
         return file_as_remote(file)
     provider.require(RETRIEVE)
     try:
@@ -524,13 +531,31 @@ def file_retrieve(*, organization: Organization, account_name: str | None, file_
     except FileNotFound:
         _forget(file)  # deleted upstream behind the gateway's back: stop charging for it
         raise
-    if remote.status != file.status:
-        File.objects.filter(pk=file.pk).update(status=remote.status)
+    changes: dict[str, Any] = {"status": remote.status} if remote.status != file.status else {}
+    if remote.status in FINAL_STATUSES:
+        changes["checked_at"] = timezone.now()
+    if changes:
+        File.objects.filter(pk=file.pk).update(**changes)
     return dataclasses.replace(
         remote,
         purpose=file.purpose,
         filename=remote.filename or file.filename,
         expires_at=remote.expires_at or file.expires_at_unix,
+    )
+
+
+def _confirmed_recently(file: File) -> bool:
+    """Whether the upstream confirmed this file, in a state it no longer leaves, within UPSTREAM_RECHECK_SECONDS.
+
+    Upstream file objects do not change once processed (or failed): the one thing the record can
+    miss is a deletion made upstream directly, and that it learns within this window.
+    """
+    seconds = settings.UPSTREAM_RECHECK_SECONDS
+    return (
+        seconds > 0
+        and file.status in FINAL_STATUSES
+        and file.checked_at is not None
+        and timezone.now() - file.checked_at < timedelta(seconds=seconds)
     )
 
 

@@ -174,13 +174,16 @@ def test_list_failures_are_retried_then_a_502(tenant_a, upstream, settings):
     assert len(upstream.calls("GET")) == 3
 
 
-def test_a_transient_retrieve_failure_is_retried_away(tenant_a, upstream):
+def test_a_transient_retrieve_failure_is_retried_away(tenant_a, upstream, settings):
+    settings.UPSTREAM_RECHECK_SECONDS = 0  # ask the upstream, not the fresh record
     file_id = uploaded(tenant_a, b"abc")
     upstream.fail("retrieve", status=503)
     assert tenant_a.client.get(f"/v1/files/{file_id}").status_code == 200
+    assert len(upstream.calls("GET", f"/{file_id}")) == 2
 
 
-def test_a_rate_limited_retrieve_keeps_retry_after(tenant_a, upstream):
+def test_a_rate_limited_retrieve_keeps_retry_after(tenant_a, upstream, settings):
+    settings.UPSTREAM_RECHECK_SECONDS = 0
     file_id = uploaded(tenant_a, b"abc")
     upstream.fail("retrieve", status=429, retry_after="3")
     response = tenant_a.client.get(f"/v1/files/{file_id}")
