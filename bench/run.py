@@ -734,8 +734,8 @@ def serve(bench: Bench, gateway: Service, upstream_service: Service, tenant: Ten
 def main() -> int:
     parser = argparse.ArgumentParser(description="filegate benchmark: gateway vs direct to a fake upstream")
     parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run in well under a minute")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument(
         "--only", action="append", choices=SECTIONS, help="run only these sections (repeatable); default: all"
