@@ -303,16 +303,22 @@ class Results:
             self.missed.append(f"{measurement} ({kind}): gateway {gateway}{versus}; target {target}")
 
 
-def disk_write_seconds(source: Path) -> float:
-    """Copy ``source`` into the data folder in 1 MiB chunks, as the local kind does, without HTTP."""
-    target = WORK / "data" / "disk-reference.bin"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    with open(source, "rb") as handle, open(target, "wb") as out:
-        while chunk := handle.read(MIB):
-            out.write(chunk)
-    seconds = time.perf_counter() - started
-    target.unlink()
+def disk_write_seconds(source: Path, repeats: int) -> list[float]:
+    """Copy ``source`` into the data folder ``repeats`` times in 1 MiB chunks, as the local kind does,
+    without HTTP. The copies stay until all are written, as uploaded files do: a file deleted at once
+    never has to be written back, and on some disks writeback is what limits a stream of new files."""
+    folder = WORK / "data" / "disk-reference"
+    folder.mkdir(parents=True, exist_ok=True)
+    seconds = []
+    try:
+        for index in range(repeats):
+            started = time.perf_counter()
+            with open(source, "rb") as handle, open(folder / f"{index}.bin", "wb") as out:
+                while chunk := handle.read(MIB):
+                    out.write(chunk)
+            seconds.append(time.perf_counter() - started)
+    finally:
+        shutil.rmtree(folder)
     return seconds
 
 
@@ -389,7 +395,7 @@ class Bench:
                 + ", ".join(f"{n} {mbps(size, statistics.median(s)):.0f} MB/s" for n, s in seconds.items())
             )
             direct = mbps(size, statistics.median(seconds["direct"]))
-            disk_seconds = [disk_write_seconds(self.inputs[size]) for _ in range(self.plan.repeats)]
+            disk_seconds = disk_write_seconds(self.inputs[size], self.plan.repeats)
             disk = mbps(size, statistics.median(disk_seconds))
             local = mbps(size, statistics.median(seconds["local"]))
             self.results.add(
