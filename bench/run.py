@@ -690,7 +690,7 @@ def machine_description(env: dict[str, str], workers: int, threads: int) -> list
         f"{psutil.virtual_memory().total / 1024**3:.0f} GiB RAM, {platform.system()} {platform.release()}",
         f"- Python {platform.python_version()}; database: {database}; load average at the end: {load} "
         "(other work on the machine skews every figure)",
-        f"- Gateway: `gunicorn config.wsgi -k gthread -w {workers} --threads {threads} --keep-alive 30 "
+        f"- Gateway: `gunicorn config.wsgi -k gthread -w {workers} --threads {threads} --keep-alive 30 --reuse-port "
         "--worker-tmp-dir /dev/shm`, DEBUG off; "
         "client, gateway and fake upstream share the machine's cores",
     ]
@@ -836,6 +836,9 @@ def main() -> int:
                 f"{HOST}:{gw_port}",
                 "--keep-alive",
                 "30",
+                # One listening socket per worker: the kernel spreads connections over the workers
+                # instead of letting whichever wakes first accept a whole burst of them.
+                "--reuse-port",
                 "--timeout",
                 "300",
                 # The worker heartbeat touches this file on every loop turn: keep it off the disk.
