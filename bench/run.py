@@ -489,12 +489,17 @@ class Bench:
                 self.big_ids[target.name] = self.upload_once(target, size)[2]
         seconds: dict[str, list[float]] = {name: [] for name in self.targets}
         growth: dict[str, list[int]] = {name: [] for name in self.targets}
+        server_cpu: dict[str, list[float]] = {name: [] for name in self.targets}
+        client_cpu: dict[str, list[float]] = {name: [] for name in self.targets}
         pattern_crc = upstream.pattern_crc32(size)
         for _ in range(self.plan.repeats):
             for target in self.targets.values():
                 path = f"{target.files_path}/{self.big_ids[target.name]}/content"
+                client_started = time.thread_time()
                 with sampled(target.server_pid) as sample:
                     result = client.download(HOST, target.port, path, headers=target.headers)
+                client_cpu[target.name].append(time.thread_time() - client_started)
+                server_cpu[target.name].append(sample.cpu_seconds)
                 expected = self.crcs[size] if target.name == "local" else pattern_crc
                 if result.status != 200 or result.nbytes != size or result.crc32 != expected:
                     raise BenchError(f"{target.name} download: status {result.status}, {result.nbytes} bytes")
@@ -515,6 +520,12 @@ class Bench:
                 f"{gateway / direct:.2f}x",
                 ">= 0.9x",
                 gateway / direct >= 0.9,
+            )
+            gateway_cpu, direct_cpu = statistics.median(server_cpu[name]), statistics.median(server_cpu["direct"])
+            self.results.notes.append(
+                f"CPU per {size // MIB} MiB download ({name}): gateway {gateway_cpu:.2f} s (all gunicorn processes), "
+                f"client {statistics.median(client_cpu[name]):.2f} s; direct: upstream {direct_cpu:.2f} s, "
+                f"client {statistics.median(client_cpu['direct']):.2f} s."
             )
             worst = max(growth[name]) / MIB
             self.results.add(
