@@ -57,6 +57,7 @@ def test_rotate_re_encrypts_with_the_first_key(settings: Any) -> None:
 def test_dropping_the_old_key_before_rotating_makes_old_tokens_unreadable(settings: Any) -> None:
     settings.CREDENTIAL_KEYS = [KEY1]
     old = crypto.encrypt("sk-secret")
+    assert crypto.decrypt(old) == "sk-secret"  # remembered for KEY1's key set only
     settings.CREDENTIAL_KEYS = [KEY2]
     with pytest.raises(ImproperlyConfigured, match="cannot be decrypted with any key in CREDENTIAL_KEYS"):
         crypto.decrypt(old)
