@@ -18,14 +18,6 @@ from tests.upstreams import FakeFilesServer, add_upstream_account
 MiB = 1024 * 1024
 
 
-@pytest.fixture(params=["openai", "azure_openai"])
-def upstream(request: pytest.FixtureRequest, tenant_a: Tenant) -> FakeFilesServer:
-    """A fake upstream of each pass-through kind, with an account of tenant_a named ``up`` on it."""
-    server = request.getfixturevalue("fake_openai" if request.param == "openai" else "fake_azure")
-    add_upstream_account(tenant_a, server, name="up")
-    return server
-
-
 def assert_usage(org: Organization, used_bytes: int) -> None:
     org.refresh_from_db()
     assert (org.used_bytes, org.reserved_bytes) == (used_bytes, 0)

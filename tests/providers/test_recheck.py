@@ -5,19 +5,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
 from django.utils import timezone
 
 from files_api.models import File
 from tests.conftest import Tenant, upload
 from tests.upstreams import FakeFilesServer, add_upstream_account
-
-
-@pytest.fixture(params=["openai", "azure_openai"])
-def upstream(request: pytest.FixtureRequest, tenant_a: Tenant) -> FakeFilesServer:
-    server = request.getfixturevalue("fake_openai" if request.param == "openai" else "fake_azure")
-    add_upstream_account(tenant_a, server, name="up")
-    return server
 
 
 def uploaded(tenant: Tenant, server: FakeFilesServer, content: bytes = b"abc") -> dict:
