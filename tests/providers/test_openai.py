@@ -358,6 +358,7 @@ def test_check_makes_one_cheap_authenticated_call(provider, fake_openai):
     provider.check()
     [call] = fake_openai.requests
     assert (call.method, call.query, call.headers["authorization"]) == ("GET", {"limit": ["1"]}, f"Bearer {OPENAI_KEY}")
+    assert call.headers["user-agent"] == "filegate"
 
 
 def test_check_raises_the_mapped_error(fake_openai):
