@@ -119,10 +119,17 @@ DATABASES = {
         env_secret("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
         # A reused connection is checked (PostgreSQL: one SELECT 1) before each request's first
-        # query, so one dropped by a database restart is replaced instead of failing that request.
+        # query, so one dropped by a database restart is replaced instead of failing that request;
+        # on PostgreSQL only once it has been idle (below).
         conn_health_checks=env_bool("DATABASE_CONN_HEALTH_CHECKS", True),
     )
 }
+# A PostgreSQL connection that answered a query less than this many seconds ago is not health-checked
+# again (config/postgresql): a restart takes longer, so the connections it broke are still checked.
+# 0: check before every request, as Django does.
+DATABASE_HEALTH_CHECK_IDLE_SECONDS = env_int("DATABASE_HEALTH_CHECK_IDLE_SECONDS", 1)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["ENGINE"] = "config.postgresql"
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Wait for the write lock instead of failing at once when uploads finish together.
     # WAL: readers never wait for a writer (nor a writer for readers), and commits need one fsync

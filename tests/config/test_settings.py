@@ -72,7 +72,7 @@ def test_database_url_switches_to_postgresql() -> None:
     result = start_django(DATABASE_URL="postgres://gate:pw@db.example:6543/filegate", DATABASE_CONN_MAX_AGE="5")
     assert result.returncode == 0, result.stderr
     database = json.loads(result.stdout)
-    assert database["ENGINE"] == "django.db.backends.postgresql"
+    assert database["ENGINE"] == "config.postgresql"  # Django's, with idle-only health checks
     assert (database["NAME"], database["USER"], database["PASSWORD"]) == ("filegate", "gate", "pw")
     assert (database["HOST"], database["PORT"], database["CONN_MAX_AGE"]) == ("db.example", 6543, 5)
 
