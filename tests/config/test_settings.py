@@ -85,6 +85,24 @@ def test_without_database_url_it_runs_on_sqlite_in_the_project() -> None:
     assert database["NAME"] == str(Path(settings.BASE_DIR) / "db.sqlite3")
 
 
+def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
+    """Readers never wait for a writer: WAL, set on every new connection."""
+    clean = {name: value for name, value in os.environ.items() if name not in ENV_VARS}
+    clean.update(DJANGO_SETTINGS_MODULE="config.settings", DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    script = (
+        "import django; django.setup()\n"
+        "from django.db import connection\n"
+        "with connection.cursor() as cursor:\n"
+        "    for pragma in ('journal_mode', 'synchronous'):\n"
+        "        print(cursor.execute(f'PRAGMA {pragma}').fetchone()[0])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=settings.BASE_DIR, env=clean, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["wal", "1"]  # synchronous=NORMAL
+
+
 @pytest.mark.parametrize("value", ["1", "true", "TRUE", "yes", "on"])
 def test_env_bool_reads_true(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv("FILEGATE_TEST_FLAG", value)
