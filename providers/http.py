@@ -120,7 +120,8 @@ class PassThroughProvider(Provider):
         # which cost a retrieve about 0.2 ms of CPU.
         self.transport = BulkTransport()
         self.root = self.api_root().rstrip("/") + "/"
-        self.headers = {"User-Agent": USER_AGENT, **self.auth_headers()}
+        # JSON answers may come compressed (a list of 10,000 files is megabytes); downloads ask for identity.
+        self.headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "gzip", **self.auth_headers()}
         self.timeouts = httpx.Timeout(self.timeout_seconds, connect=connect_seconds).as_dict()
 
     def api_root(self) -> str:

@@ -14,6 +14,7 @@ Registered as a pytest plugin by ``tests/conftest.py``; the fixtures are at the 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import json
 import secrets
@@ -230,6 +231,7 @@ class FakeFilesServer:
         self.uploads: list[ReceivedUpload] = []
         self.faults: dict[str, list[Fault]] = {}
         self.connections = 0
+        self.compressed_answers = 0
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self._sockets: set[socket.socket] = set()
@@ -569,8 +571,16 @@ class _FakeHandler(BaseHTTPRequestHandler):
 
     def _send_json(self, status: int, body: dict[str, Any], headers: dict[str, str] | None) -> None:
         data = json.dumps(body).encode()
+        # As OpenAI's edge does: JSON answers are compressed when the client accepts it.
+        compressed = "gzip" in self.headers.get("accept-encoding", "")
+        if compressed:
+            data = gzip.compress(data)
+            with self.fake.lock:
+                self.fake.compressed_answers += 1
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
+        if compressed:
+            self.send_header("Content-Encoding", "gzip")
         self.send_header("Content-Length", str(len(data)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)

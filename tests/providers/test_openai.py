@@ -361,6 +361,13 @@ def test_check_makes_one_cheap_authenticated_call(provider, fake_openai):
     assert call.headers["user-agent"] == "filegate"
 
 
+def test_json_answers_may_come_compressed(provider, fake_openai):
+    file_ids = [fake_openai.add_file(b"x" * 10, filename=f"f{n}.txt") for n in range(50)]
+    page = provider.list(purpose=None, limit=100, order="asc", after=None)
+    assert [remote.id for remote in page.data] == file_ids
+    assert fake_openai.compressed_answers == 1
+
+
 def test_check_raises_the_mapped_error(fake_openai):
     with pytest.raises(UpstreamRejected) as raised:
         OpenAIProvider(**openai_config(fake_openai, api_key="sk-bad-key-123456")).check()
