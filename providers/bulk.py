@@ -18,12 +18,15 @@ closed before the terminating chunk, so the server sees a cut-off request and st
 
 from __future__ import annotations
 
+import base64
 import http.client
 import select
 import socket
 import ssl
 import threading
+import urllib.request
 from collections.abc import Iterator
+from urllib.parse import SplitResult, unquote, urlsplit
 
 import httpx
 
@@ -36,10 +39,14 @@ _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError,
 
 
 class BulkTransport(httpx.BaseTransport):
+    """Honours ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` as httpx does: a proxied upstream is
+    reached through a ``CONNECT`` tunnel (with the proxy URL's credentials, if any)."""
+
     def __init__(self, *, verify: ssl.SSLContext | bool = True) -> None:
         self._ssl = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify=verify)
         self._idle: list[tuple[tuple[str, str, int], http.client.HTTPConnection]] = []
         self._lock = threading.Lock()
+        self._proxies = urllib.request.getproxies_environment()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         timeouts = request.extensions.get("timeout", {})
@@ -140,11 +147,28 @@ class BulkTransport(httpx.BaseTransport):
                 return conn, True
             conn.close()
         scheme, host, port = key
-        if scheme == "https":
-            return http.client.HTTPSConnection(host, port, context=self._ssl), False
-        if scheme == "http":
-            return http.client.HTTPConnection(host, port), False
-        raise httpx.UnsupportedProtocol(f"Unsupported URL scheme {scheme!r}.")
+        if scheme not in ("http", "https"):
+            raise httpx.UnsupportedProtocol(f"Unsupported URL scheme {scheme!r}.")
+        proxy = self._proxy_for(scheme, host)
+        address = (proxy.hostname or "", proxy.port or 80) if proxy else (host, port)
+        conn = (
+            http.client.HTTPSConnection(*address, context=self._ssl)
+            if scheme == "https"
+            else http.client.HTTPConnection(*address)
+        )
+        if proxy:
+            headers = {}
+            if proxy.username:
+                credentials = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}"
+                headers["Proxy-Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
+            conn.set_tunnel(host, port, headers=headers)
+        return conn, False
+
+    def _proxy_for(self, scheme: str, host: str) -> SplitResult | None:
+        url = self._proxies.get(scheme)
+        if not url or urllib.request.proxy_bypass(host):  # NO_PROXY
+            return None
+        return urlsplit(url if "://" in url else f"http://{url}")
 
     def checkin(self, key: tuple[str, str, int], conn: http.client.HTTPConnection) -> None:
         with self._lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import socket
@@ -242,3 +243,75 @@ def test_a_body_on_a_delete_is_sent_not_left_for_the_next_request():
         thread.join(5)
         server.close()
     assert bodies == [b'{"a": 1}']
+
+
+class TunnelProxy:
+    """A forward proxy that only tunnels (CONNECT), and records what it was asked."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.asked: list[tuple[str, str]] = []  # (CONNECT target, Proxy-Authorization)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._tunnel, args=(client,), daemon=True).start()
+
+    def _tunnel(self, client: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += client.recv(4096)
+        lines = head.decode().split("\r\n")
+        method, target, _ = lines[0].split(" ")
+        headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+        self.asked.append((f"{method} {target}", headers.get("Proxy-Authorization", "")))
+        host, port = target.rsplit(":", 1)
+        upstream = socket.create_connection((host, int(port)))
+        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        for source, sink in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_a_proxy_from_the_environment_tunnels_every_call(fake_openai, monkeypatch):
+    proxy = TunnelProxy()
+    monkeypatch.setenv("HTTP_PROXY", f"http://gate:s%40fe@127.0.0.1:{proxy.port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    try:
+        provider = OpenAIProvider(**openai_config(fake_openai))
+        content = os.urandom(2 * MiB)
+        remote = provider.upload(stream(content), options())
+        assert b"".join(provider.open_content(remote.id)) == content
+        assert provider.retrieve(remote.id).id == remote.id
+    finally:
+        proxy.close()
+    upstream = fake_openai.url.split("//")[1].split("/")[0]
+    assert proxy.asked and all(asked == (f"CONNECT {upstream}", "Basic Z2F0ZTpzQGZl") for asked in proxy.asked)
+    assert len(fake_openai.requests) == 3
+
+
+def test_no_proxy_skips_the_proxy(fake_openai, monkeypatch):
+    proxy = TunnelProxy()
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    try:
+        OpenAIProvider(**openai_config(fake_openai)).check()
+    finally:
+        proxy.close()
+    assert proxy.asked == [] and len(fake_openai.requests) == 1
