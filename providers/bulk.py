@@ -40,7 +40,8 @@ _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError,
 
 class BulkTransport(httpx.BaseTransport):
     """Honours ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` as httpx does: a proxied upstream is
-    reached through a ``CONNECT`` tunnel (with the proxy URL's credentials, if any)."""
+    reached through a ``CONNECT`` tunnel (with the proxy URL's credentials, if any). The proxy itself
+    is spoken to in plain HTTP, as with the usual ``http://proxy:3128`` URLs."""
 
     def __init__(self, *, verify: ssl.SSLContext | bool = True) -> None:
         self._ssl = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify=verify)
