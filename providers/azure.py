@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from providers.http import PassThroughProvider
+from providers.fields import Field
+from providers.http import TIMEOUT, PassThroughProvider
 
 DEFAULT_API_VERSION = "2024-10-21"
 
@@ -20,9 +21,24 @@ DEFAULT_API_VERSION = "2024-10-21"
 class AzureOpenAIProvider(PassThroughProvider):
     kind = "azure_openai"
     label = "Azure OpenAI"
-    settings_fields: ClassVar[frozenset[str]] = frozenset({"base_url", "api_version", "timeout"})
-    secret_fields: ClassVar[frozenset[str]] = frozenset({"api_key"})
-    required_fields: ClassVar[frozenset[str]] = frozenset({"api_key", "base_url"})
+    fields: ClassVar[tuple[Field, ...]] = (
+        Field("api_key", "API key", "The resource's key (api-key header).", secret=True, required=True, header=True),
+        Field(
+            "base_url",
+            "Endpoint",
+            "The resource endpoint, https://<resource>.openai.azure.com.",
+            type="url",
+            required=True,
+        ),
+        Field(
+            "api_version",
+            "API version",
+            "A dated version such as 2024-10-21, or v1 for the newer /openai/v1 surface.",
+            header=True,
+            default=DEFAULT_API_VERSION,
+        ),
+        TIMEOUT,
+    )
 
     def __init__(self, **config: Any) -> None:
         self.api_version = str(config.get("api_version") or DEFAULT_API_VERSION)

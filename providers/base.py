@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Protocol
 from django.core.exceptions import ImproperlyConfigured
 
 from config.errors import FileNotFound, UnsupportedOperation
+from providers.fields import Field
 
 # Upload and download chunks: big enough that per-chunk overhead vanishes, small enough that
 # memory per transfer stays bounded whatever the file size.
@@ -64,6 +65,66 @@ class RemoteFile:
     status_details: str | None = None
     storage_key: str = ""  # object-store kinds: where the bytes are
     storage_uri: str = ""  # object-store kinds: s3://... or gs://... for batch jobs
+    downloadable: bool = True  # False where the provider keeps the bytes to itself (Anthropic uploads)
+
+
+@dataclass
+class Content:
+    """A file's bytes on their way to the client: the chunks, the size when the provider knows
+    it (then the response carries ``Content-Length``), and the media type.
+
+    ``chunks`` releases whatever it streams from (an HTTP response, an open file) when it is
+    exhausted or closed.
+    """
+
+    chunks: Iterator[bytes]
+    size: int | None = None
+    media_type: str = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """An object found in a store (for reconciliation)."""
+
+    key: str
+    size: int
+
+
+class Store(Protocol):
+    """The bytes side of a storage-backed kind: an S3 bucket, a GCS bucket or a local folder.
+
+    Keys are built by the gateway, never taken from a client. Every method raises only
+    ``config.errors`` classes: ``FileNotFound`` for a missing object, ``UpstreamUnavailable`` when
+    the store cannot be reached, ``UpstreamError`` when it answers with a failure.
+    """
+
+    uri_scheme: str  # "s3", "gs" or "file"
+    bucket: str  # "" for a local folder
+
+    def save(self, key: str, chunks: Iterable[bytes], *, content_type: str) -> int:
+        """Write the object while ``chunks`` arrive; return its size in bytes.
+
+        Memory stays bounded by one part whatever the size. If ``chunks`` raises (a refused upload)
+        or the store fails, no object and no unfinished multipart upload is left behind, and the
+        exception propagates (``chunks``' own exception unchanged).
+        """
+        ...
+
+    def open(self, key: str) -> Content:
+        """The object's bytes, streamed, with its size. ``FileNotFound`` before the first chunk if missing."""
+        ...
+
+    def delete(self, key: str) -> bool:
+        """Remove the object. Returns ``False`` if it was already gone (which counts as deleted)."""
+        ...
+
+    def iter_objects(self, prefix: str) -> Iterator[StoredObject]:
+        """Every object whose key starts with ``prefix``, paging through large buckets."""
+        ...
+
+    def check(self) -> None:
+        """Prove the store is reachable and writable: write, read back and delete a probe object."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -87,19 +148,27 @@ class UploadOptions:
 class Provider:
     """Base of every provider kind.
 
-    Subclasses declare ``kind``, the ``settings_fields`` and ``secret_fields`` they accept (with
-    ``required_fields``), and ``capabilities``: the operations they can do. The gateway refuses the
-    others with ``UnsupportedOperation`` before any network call.
+    Subclasses declare ``kind``, the settings they accept (``fields``, see ``providers.fields``),
+    and ``capabilities``: the operations they can do. The gateway refuses the others with
+    ``UnsupportedOperation`` before any network call.
     """
 
     kind: ClassVar[str] = ""
     label: ClassVar[str] = ""
+    fields: ClassVar[tuple[Field, ...]] = ()
+    # Derived from ``fields`` for each subclass.
     settings_fields: ClassVar[frozenset[str]] = frozenset()
     secret_fields: ClassVar[frozenset[str]] = frozenset()
     required_fields: ClassVar[frozenset[str]] = frozenset()
     capabilities: ClassVar[frozenset[str]] = ALL_OPERATIONS
     purposes: ClassVar[frozenset[str] | None] = None  # None: every purpose the API accepts
     stores_files: ClassVar[bool] = False  # True: list/retrieve are served from the gateway's records
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.settings_fields = frozenset(field.name for field in cls.fields if not field.secret)
+        cls.secret_fields = frozenset(field.name for field in cls.fields if field.secret)
+        cls.required_fields = frozenset(field.name for field in cls.fields if field.required)
 
     def __init__(self, **config: Any) -> None:
         unknown = set(config) - self.settings_fields - self.secret_fields

@@ -33,6 +33,7 @@ from config.errors import (
 )
 from providers.base import ByteCounter, Page, Provider, RemoteFile, UploadOptions, UploadStream, iter_chunks
 from providers.bulk import BulkTransport
+from providers.fields import Field
 
 logger = logging.getLogger("filegate.providers")
 
@@ -52,6 +53,15 @@ USER_AGENT = "filegate"
 # Idempotent calls are retried after these: the request may never have reached the upstream, or a
 # pooled keep-alive connection was closed under us. Read timeouts are not retried: the upstream is slow.
 RETRYABLE_ERRORS = (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ConnectTimeout)
+
+# Settings most HTTP kinds share.
+API_KEY = Field("api_key", "API key", "The provider's API key.", secret=True, required=True, header=True)
+TIMEOUT = Field(
+    "timeout",
+    "Timeout (seconds)",
+    "Read/write timeout towards the provider (default: UPSTREAM_TIMEOUT_SECONDS).",
+    type="seconds",
+)
 
 
 class ContentStream:
@@ -99,9 +109,7 @@ class PassThroughProvider(Provider):
     instance per account configuration, so requests reuse warm connections.
     """
 
-    settings_fields: ClassVar[frozenset[str]] = frozenset({"base_url", "timeout"})
-    secret_fields: ClassVar[frozenset[str]] = frozenset({"api_key"})
-    required_fields: ClassVar[frozenset[str]] = frozenset({"api_key"})
+    fields: ClassVar[tuple[Field, ...]] = (API_KEY, TIMEOUT)
     default_base_url: ClassVar[str] = ""
     retry_backoff_seconds: ClassVar[float] = 0.5
     sends_expiry: bool = True  # whether the upstream accepts expires_after[...] on upload

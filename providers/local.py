@@ -11,6 +11,7 @@ from django.conf import settings
 
 from config.errors import FileNotFound, UpstreamUnavailable
 from providers.base import CHUNK_SIZE, ObjectStoreProvider, UploadStream
+from providers.fields import Field
 
 
 class FolderStore:
@@ -75,7 +76,15 @@ class FolderStore:
 class LocalProvider(ObjectStoreProvider):
     kind = "local"
     label = "local disk"
-    settings_fields = frozenset({"path"})
+    fields = (
+        Field(
+            "path",
+            "Folder",
+            "Where this account's files are kept on the gateway's machine (default: DATA_DIR/files).",
+            type="path",
+            operator_only=True,
+        ),
+    )
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)

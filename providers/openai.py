@@ -9,16 +9,21 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from providers.http import PassThroughProvider
+from providers.fields import Field
+from providers.http import API_KEY, TIMEOUT, PassThroughProvider
 
 
 class OpenAIProvider(PassThroughProvider):
     kind = "openai"
     label = "OpenAI"
-    settings_fields: ClassVar[frozenset[str]] = frozenset({"base_url", "organization", "project", "timeout"})
-    secret_fields: ClassVar[frozenset[str]] = frozenset({"api_key"})
-    required_fields: ClassVar[frozenset[str]] = frozenset({"api_key"})
     default_base_url = "https://api.openai.com/v1"
+    fields: ClassVar[tuple[Field, ...]] = (
+        API_KEY,
+        Field("base_url", "Base URL", "Any OpenAI-compatible API root.", type="url", default=default_base_url),
+        Field("organization", "Organization ID", "Sent as OpenAI-Organization (org-...).", header=True),
+        Field("project", "Project ID", "Sent as OpenAI-Project (proj_...).", header=True),
+        TIMEOUT,
+    )
 
     def api_root(self) -> str:
         return self.base_url

@@ -17,6 +17,7 @@ from django.utils.module_loading import import_string
 
 from config.errors import InvalidRequest
 from providers.base import Provider
+from providers.fields import clean_config
 
 PROVIDERS: dict[str, str] = {
     "local": "providers.local.LocalProvider",
@@ -51,25 +52,19 @@ def provider_class(kind: str) -> type[Provider]:
     return _classes[kind]
 
 
-def split_config(kind: str, config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Check ``config`` against the kind's fields and split it into (settings, secrets).
+def split_config(kind: str, config: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """Check ``config`` against the kind's fields and split the cleaned values into (settings, secrets).
 
-    Raises ``InvalidRequest`` naming an unknown or missing key.
+    Raises ``InvalidRequest`` naming an unknown, missing or malformed setting (a value with a line
+    break, or non-ASCII where it becomes an HTTP header, is malformed).
     """
     cls = provider_class(kind)
-    allowed = cls.settings_fields | cls.secret_fields
-    unknown = sorted(set(config) - allowed)
-    if unknown:
-        raise InvalidRequest(
-            f"Unknown setting {unknown[0]!r} for provider kind {kind!r}; "
-            f"allowed: {', '.join(sorted(allowed)) or 'none'}.",
-            param=unknown[0],
-        )
-    missing = sorted(name for name in cls.required_fields if not config.get(name))
-    if missing:
-        raise InvalidRequest(f"Provider kind {kind!r} needs the setting {missing[0]!r}.", param=missing[0])
-    settings_part = {key: value for key, value in config.items() if key in cls.settings_fields}
-    secrets_part = {key: value for key, value in config.items() if key in cls.secret_fields}
+    try:
+        cleaned = clean_config(cls.fields, config)
+    except InvalidRequest as exc:
+        raise InvalidRequest(f"Provider kind {kind!r}: {exc.message}", param=exc.param) from None
+    settings_part = {key: value for key, value in cleaned.items() if key in cls.settings_fields}
+    secrets_part = {key: value for key, value in cleaned.items() if key in cls.secret_fields}
     return settings_part, secrets_part
 
 

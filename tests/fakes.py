@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 from config import errors
 from providers.base import ALL_OPERATIONS, Page, Provider, RemoteFile, UploadOptions, UploadStream
+from providers.fields import Field
 
 FAILURES = {
     "rejected": lambda: errors.UpstreamRejected("upstream said no", status_code=400),
@@ -31,8 +32,7 @@ class FakeProvider(Provider):
 
     kind = "fake"
     label = "fake"
-    settings_fields = frozenset({"base_url"})
-    secret_fields = frozenset({"api_key"})
+    fields = (Field("base_url", "Base URL", type="url"), Field("api_key", "API key", secret=True, header=True))
     capabilities: ClassVar[frozenset[str]] = ALL_OPERATIONS
     files: ClassVar[dict[str, tuple[RemoteFile, bytes]]] = {}
     fail_on: ClassVar[dict[str, str]] = {}

@@ -160,7 +160,7 @@ def test_a_secret_given_with_set_is_stored_encrypted(acme: Organization, fake_pr
         (["--kind", "nope"], "Unknown provider kind 'nope'; expected one of: "),
         (
             ["--kind", "local", "--set", "bucket=b"],
-            "Unknown setting 'bucket' for provider kind 'local'; allowed: path.",
+            "Provider kind 'local': Unknown setting 'bucket'; allowed: path.",
         ),
         (["--kind", "local", "--set", "path"], "--set needs KEY=VALUE, got 'path'."),
         (["--kind", "local", "--set", "=x"], "--set needs KEY=VALUE, got '=x'."),
