@@ -17,6 +17,7 @@ QuotaExceeded          403     insufficient_quota       storage_quota_exceeded
 FileNotFound           404     invalid_request_error    None (as OpenAI: "No such File object")
 UnknownURL             404     invalid_request_error    unknown_url
 MethodNotAllowed       405     invalid_request_error    method_not_allowed
+RequestTimeout         408     invalid_request_error    request_timeout
 PayloadTooLarge        413     invalid_request_error    file_too_large
 UpstreamRejected       4xx     invalid_request_error    upstream_error (status kept from upstream)
 UpstreamRateLimited    429     rate_limit_error         rate_limit_exceeded
@@ -130,6 +131,15 @@ class MethodNotAllowed(GatewayError):
     error_type = "invalid_request_error"
     default_code = "method_not_allowed"
     default_message = "Method not allowed."
+
+
+class RequestTimeout(GatewayError):
+    """The client stopped sending its request body for longer than CLIENT_IDLE_TIMEOUT_SECONDS."""
+
+    status_code = 408
+    error_type = "invalid_request_error"
+    default_code = "request_timeout"
+    default_message = "The request body stopped arriving."
 
 
 class PayloadTooLarge(GatewayError):

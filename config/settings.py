@@ -82,6 +82,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.middleware.ClientIdleTimeoutMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves /static/ (admin and the Swagger UI / Redoc sidecar assets) from the process itself,
     # so the docs work offline under gunicorn with no web server or CDN in front.
@@ -118,18 +119,23 @@ DATABASES = {
     "default": dj_database_url.parse(
         env_secret("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
-        # A reused connection is checked (PostgreSQL: one SELECT 1) before each request's first
-        # query, so one dropped by a database restart is replaced instead of failing that request;
-        # on PostgreSQL only once it has been idle (below).
+        # A connection taken for a request is checked first (PostgreSQL's pool: an empty query), so
+        # one dropped by a database restart is replaced instead of failing that request.
         conn_health_checks=env_bool("DATABASE_CONN_HEALTH_CHECKS", True),
     )
 }
-# A PostgreSQL connection that answered a query less than this many seconds ago is not health-checked
-# again (config/postgresql): a restart takes longer, so the connections it broke are still checked.
-# 0: check before every request, as Django does.
-DATABASE_HEALTH_CHECK_IDLE_SECONDS = env_int("DATABASE_HEALTH_CHECK_IDLE_SECONDS", 1)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    DATABASES["default"]["ENGINE"] = "config.postgresql"
+    # psycopg's connection pool, one per worker process: a request borrows a connection for its queries
+    # and gives it back when it ends (long transfers give it back before the bytes move, see
+    # config.database), so a gevent worker serving hundreds of clients needs only as many as query at once.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps the connections instead
+    DATABASES["default"]["OPTIONS"] = {
+        "pool": {
+            "min_size": 1,
+            "max_size": env_int("DATABASE_POOL_SIZE", 20),
+            "timeout": env_int("DATABASE_POOL_TIMEOUT_SECONDS", 10),
+        }
+    }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Wait for the write lock instead of failing at once when uploads finish together.
     # WAL: readers never wait for a writer (nor a writer for readers), and commits need one fsync
@@ -219,6 +225,13 @@ QUOTA_RESERVATION_TTL_SECONDS = env_int("QUOTA_RESERVATION_TTL_SECONDS", 6 * 360
 # record for this long after the upstream last confirmed the file; then the upstream is asked again,
 # which also notices a file deleted upstream behind the gateway's back. 0: ask on every retrieve.
 UPSTREAM_RECHECK_SECONDS = env_int("UPSTREAM_RECHECK_SECONDS", 60)
+# A recorded file the upstream says it does not have is marked missing (and audited) and answered 404;
+# only when the upstream still says so this long after the first time is the record forgotten and its
+# bytes released (one 404 may be transient: Azure's just-uploaded files, a mistyped base_url).
+MISSING_FILE_CONFIRM_SECONDS = env_int("MISSING_FILE_CONFIRM_SECONDS", 3600)
+# A client that sends nothing of its request body (or reads nothing of a download) for this long is
+# cut off: the upload is abandoned and its quota reservation released (config.middleware).
+CLIENT_IDLE_TIMEOUT_SECONDS = env_int("CLIENT_IDLE_TIMEOUT_SECONDS", 30)
 API_KEY_LAST_USED_RESOLUTION_SECONDS = env_int("API_KEY_LAST_USED_RESOLUTION_SECONDS", 60)
 # Each process keeps the live keys it authenticated (with their organisation and its limits) for
 # this long, saving a query per request. Revoking a key takes effect at once in the process that

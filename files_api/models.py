@@ -3,69 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, ClassVar
 
-from django.db import connections, models
-from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Upper
 
 from tenants.models import ApiKey, Organization, ProviderAccount
 
 PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
-
-
-class FileManager(models.Manager["File"]):
-    def by_public_id(self, public_id: str) -> File | None:
-        """``get(public_id=...)``, or ``None``, without the ORM's query compiler.
-
-        Every call by id (retrieve, content, delete) starts with this lookup, and compiling the
-        query cost more than running it (0.1 ms of a 1 ms retrieve). The SQL and the converters the
-        ORM would apply to each column are worked out once per database.
-        """
-        connection = connections[self.db]
-        plan = _lookup_plans.get(self.db) or _plan_lookup(connection)
-        with connection.cursor() as cursor:
-            cursor.execute(plan.sql, [public_id])
-            row = cursor.fetchone()
-        if row is None:
-            return None
-        values = []
-        for value, (column, converters) in zip(row, plan.columns, strict=True):
-            for convert in converters:
-                value = convert(value, column, connection)
-            values.append(value)
-        return self.model.from_db(self.db, plan.field_names, values)
-
-
-@dataclass(frozen=True)
-class _LookupPlan:
-    sql: str
-    columns: list[tuple[Any, list[Callable[..., Any]]]]  # (Col, its converters) per selected column
-    field_names: list[str]
-
-
-_lookup_plans: dict[str, _LookupPlan] = {}
-
-
-def _plan_lookup(connection: BaseDatabaseWrapper) -> _LookupPlan:
-    fields = File._meta.concrete_fields
-    quote = connection.ops.quote_name
-    table = File._meta.db_table
-    key = File._meta.get_field("public_id").column
-    columns = [field.get_col(table) for field in fields]
-    plan = _LookupPlan(
-        # Only quoted names from the model go into the text; the id is a parameter.
-        sql=f"SELECT {', '.join(quote(field.column) for field in fields)} FROM {quote(table)} WHERE {quote(key)} = %s",  # noqa: S608
-        columns=[
-            (column, connection.ops.get_db_converters(column) + column.get_db_converters(connection))
-            for column in columns
-        ],
-        field_names=[field.attname for field in fields],
-    )
-    _lookup_plans[connection.alias] = plan
-    return plan
 
 
 class File(models.Model):
@@ -94,8 +39,11 @@ class File(models.Model):
     # When the upstream last confirmed the file (pass-through kinds): retrieves answer from the record
     # until UPSTREAM_RECHECK_SECONDS have passed.
     checked_at = models.DateTimeField(null=True, blank=True)
-
-    objects: ClassVar[FileManager] = FileManager()
+    # When the upstream first said it has no such file. The record (and its charge) stays until that
+    # is confirmed (services.file_retrieve after MISSING_FILE_CONFIRM_SECONDS, or reconcile_files).
+    missing_since = models.DateTimeField(null=True, blank=True)
+    # False where the provider keeps the bytes to itself (files uploaded to Anthropic).
+    is_downloadable = models.BooleanField(default=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -105,6 +53,9 @@ class File(models.Model):
                 condition=Q(deleted_at__isnull=True),
                 name="live_files_page",
             ),
+            # Ids are looked up case-insensitively too: a case variant of another organisation's id
+            # must not reach the upstream as if it were unknown (selectors.recorded_file).
+            models.Index(Upper("public_id"), name="file_public_id_upper"),
         ]
 
     def __str__(self) -> str:
@@ -139,6 +90,8 @@ class AuditEvent(models.Model):
         CONTENT = "file.content"
         DELETE = "file.delete"
         EXPIRE = "file.expire"
+        MISSING = "file.missing"  # the provider said it has no such file; the record is kept
+        GONE = "file.gone"  # ...and that held: the record is forgotten and its bytes released
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="audit_events")
     api_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True)

@@ -8,7 +8,7 @@ from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
 from files_api.models import PURPOSES
-from providers.base import RemoteFile
+from providers.base import Page, RemoteFile
 
 MIN_EXPIRES_SECONDS = 3600
 MAX_EXPIRES_SECONDS = 2592000
@@ -126,11 +126,25 @@ class FileObjectSerializer(serializers.Serializer):
 
 @extend_schema_serializer(many=False)  # the list envelope is one object, not an array of them
 class FileListSerializer(serializers.Serializer):
+    """OpenAI's list envelope around a ``providers.base.Page``."""
+
     object = serializers.CharField(default="list")
     data = FileObjectSerializer(many=True)  # type: ignore[assignment]
     first_id = serializers.CharField(allow_null=True)
     last_id = serializers.CharField(allow_null=True)
     has_more = serializers.BooleanField()
+
+    def to_representation(self, instance: Page) -> dict[str, Any]:
+        # By hand, like FileObjectSerializer: a page can hold 10,000 files.
+        to_dict = FileObjectSerializer().to_representation
+        data = [to_dict(remote) for remote in instance.data]
+        return {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": instance.has_more,
+        }
 
 
 class FileDeletedSerializer(serializers.Serializer):

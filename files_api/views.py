@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from typing import cast
 from urllib.parse import quote
 
@@ -22,6 +23,7 @@ from files_api.serializers import (
     FileObjectSerializer,
     FileUploadSerializer,
 )
+from files_api.upload import file_upload
 from tenants.models import ApiKey
 
 ACCOUNT_HEADER = "HTTP_X_PROVIDER_ACCOUNT"
@@ -112,7 +114,7 @@ class FileViewSet(viewsets.ViewSet):
 
     Every action takes the organisation from the API key (``request.auth``); files of other
     organisations are 404s, whatever their id. The scoping lives in one place,
-    ``services._find_record`` (by id) and ``services._live_files`` (lists), because an id can also
+    ``selectors.lookup_file`` (by id) and ``selectors.live_files`` (lists), because an id can also
     name a file the gateway never recorded, which only the provider account can answer for.
     """
 
@@ -130,22 +132,14 @@ class FileViewSet(viewsets.ViewSet):
             account_name=self._account_name(request),
             **query.validated_data,
         )
-        data = FileObjectSerializer(page.data, many=True).data
-        return Response(
-            {
-                "object": "list",
-                "data": data,
-                "first_id": data[0]["id"] if data else None,
-                "last_id": data[-1]["id"] if data else None,
-                "has_more": page.has_more,
-            }
-        )
+        return Response(FileListSerializer(page).data)
 
     def create(self, request: Request) -> Response:
-        remote = services.file_create(
+        remote = file_upload(
             api_key=_api_key(request),
             account_name=self._account_name(request),
-            body=request.stream,
+            # DRF hands over no stream at all for an empty body; read that as an empty body.
+            body=request.stream or io.BytesIO(),
             content_type=request.content_type,
             content_length=_content_length(request),
         )
@@ -161,15 +155,15 @@ class FileViewSet(viewsets.ViewSet):
         deleted_id = services.file_delete(
             api_key=_api_key(request), account_name=self._account_name(request), file_id=id
         )
-        return Response({"id": deleted_id, "object": "file", "deleted": True})
+        return Response(FileDeletedSerializer({"id": deleted_id}).data)
 
     @action(detail=True, methods=["get"])
     def content(self, request: Request, id: str) -> StreamingHttpResponse:
-        content = services.file_content(api_key=_api_key(request), account_name=self._account_name(request), file_id=id)
-        response = StreamingHttpResponse(content.chunks, content_type="application/octet-stream")
-        response["Content-Disposition"] = _attachment(content.filename)
-        if content.size_bytes is not None:
-            response["Content-Length"] = str(content.size_bytes)
+        found = services.file_content(api_key=_api_key(request), account_name=self._account_name(request), file_id=id)
+        response = StreamingHttpResponse(found.content.chunks, content_type=found.content.media_type)
+        response["Content-Disposition"] = _attachment(found.filename)
+        if found.content.size is not None:
+            response["Content-Length"] = str(found.content.size)
         return response
 
 

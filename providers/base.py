@@ -179,9 +179,13 @@ class Provider:
             raise ImproperlyConfigured(f"{self.kind}: missing settings {', '.join(sorted(missing))}")
         self.config = config
 
-    def require(self, operation: str) -> None:
-        """Raise ``UnsupportedOperation`` unless this kind can do ``operation``."""
-        if operation not in self.capabilities:
+    def can(self, operation: str, file: RemoteFile | None = None) -> bool:
+        """Whether this kind can do ``operation`` (on ``file``, when the answer depends on the file)."""
+        return operation in self.capabilities
+
+    def require(self, operation: str, file: RemoteFile | None = None) -> None:
+        """Raise ``UnsupportedOperation`` unless this kind can do ``operation`` (on ``file``)."""
+        if not self.can(operation, file):
             raise UnsupportedOperation(f"The {self.label or self.kind} provider does not support {operation} of files.")
 
     def upload(self, stream: UploadStream, options: UploadOptions) -> RemoteFile:
@@ -192,8 +196,16 @@ class Provider:
         """
         raise NotImplementedError
 
-    def list(self, *, purpose: str | None, limit: int, order: str, after: str | None) -> Page:
-        """One page of the upstream's files, newest first for ``order="desc"``."""
+    def iter_pages(
+        self, *, purpose: str | None, order: str, after: str | None, page_size: int
+    ) -> Iterator[list[RemoteFile]]:
+        """The upstream's files after ``after`` in ``order`` (by creation time), one upstream page at a
+        time, fetched lazily: the gateway stops reading once it has filled the client's page.
+
+        ``purpose`` is a hint the upstream may filter on; the gateway filters again with its records.
+        ``page_size`` is how many files the gateway expects to need. Kinds that store files
+        themselves (``stores_files``) are listed from the gateway's records instead.
+        """
         raise NotImplementedError
 
     def retrieve(self, remote_id: str) -> RemoteFile:
@@ -207,8 +219,8 @@ class Provider:
         """
         raise NotImplementedError
 
-    def open_content(self, remote_id: str) -> Iterator[bytes]:
-        """The file's bytes in chunks. The generator releases the upstream stream when closed.
+    def open_content(self, remote_id: str) -> Content:
+        """The file's bytes (streamed, released when the chunks are closed), size and media type.
 
         Raises ``FileNotFound`` before the first chunk if the file is gone.
         """
@@ -274,9 +286,6 @@ class ObjectStoreProvider(Provider):
             storage_uri=f"{self.store.uri_scheme}://{self.bucket}/{key}" if self.bucket else "",
         )
 
-    def list(self, *, purpose: str | None, limit: int, order: str, after: str | None) -> Page:
-        raise UnsupportedOperation("Files of this provider are listed from the gateway's records.")
-
     def retrieve(self, remote_id: str) -> RemoteFile:
         raise FileNotFound(f"No such File object: {remote_id}", param="id")
 
@@ -284,8 +293,8 @@ class ObjectStoreProvider(Provider):
         self.store.remove(remote_id)
         return True
 
-    def open_content(self, remote_id: str) -> Iterator[bytes]:
-        return self.store.get(remote_id)
+    def open_content(self, remote_id: str) -> Content:
+        return Content(chunks=self.store.get(remote_id))
 
     def check(self) -> None:
         self.store.check()

@@ -1,9 +1,15 @@
-"""The shared base of pass-through kinds: one pooled HTTP client, retries, and upstream error mapping.
+"""The shared base of kinds that speak to a provider's Files API over HTTP (OpenAI, Azure, Groq, Anthropic).
 
-OpenAI-compatible upstreams (OpenAI, Azure OpenAI; Groq with a small translation) serve the same five
-calls under an API root: ``POST/GET files``, ``GET/DELETE files/{id}`` and ``GET files/{id}/content``.
-``PassThroughProvider`` makes those calls; a subclass only says where the root is and how to
-authenticate. Nothing from httpx escapes: every failure becomes a ``config.errors`` class.
+The plumbing exists once, here: one pooled ``httpx.Client`` per account (auth headers, base URL,
+timeouts, proxies and CA bundle from the environment), the multipart upload body generated while the
+file streams in, retries of idempotent calls, bounded reading of JSON answers (compressed or not),
+streamed downloads, and the mapping of every failure to a ``config.errors`` class.
+
+What differs between kinds is a handful of small methods over plain values, each testable with no
+server: ``upload_fields`` (the form fields sent before the file), ``list_query`` (the query of one
+upstream list page), ``parse_file`` (one file object), ``parse_page`` (a list answer: files,
+``has_more``, the cursor of the next page), ``parse_deleted`` and ``parse_error`` (an error body).
+Their defaults speak OpenAI's dialect; a kind overrides only what its provider says differently.
 """
 
 from __future__ import annotations
@@ -14,9 +20,12 @@ import random
 import re
 import secrets
 import time
+import zlib
 from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, ClassVar
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 from django.conf import settings
@@ -31,8 +40,16 @@ from config.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from providers.base import ByteCounter, Page, Provider, RemoteFile, UploadOptions, UploadStream, iter_chunks
-from providers.bulk import BulkTransport
+from providers.base import (
+    CHUNK_SIZE,
+    ByteCounter,
+    Content,
+    Provider,
+    RemoteFile,
+    UploadOptions,
+    UploadStream,
+    iter_chunks,
+)
 from providers.fields import Field
 
 logger = logging.getLogger("filegate.providers")
@@ -40,12 +57,13 @@ logger = logging.getLogger("filegate.providers")
 # Ids are put into URL paths. Upstream ids look like `file-abc123`; anything else (`..`, slashes,
 # escapes) cannot name an upstream file and must not reach the upstream as a path.
 REMOTE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}")
-# A list page of 10,000 files is a few MB; anything far beyond that is not a Files API answer.
+# A list page of 10,000 files is a few MB; anything far beyond that is not a Files API answer. The
+# bound holds for the decompressed size: a small gzip body must not inflate without limit.
 MAX_JSON_BYTES = 32 * 1024 * 1024
 MAX_ERROR_BYTES = 64 * 1024
 MAX_MESSAGE_CHARS = 1000
 # Key- and account-shaped strings that upstream messages quote ("Incorrect API key provided: sk-ab***yz").
-_SECRET_LIKE = re.compile(r"\b(sk-|rk-|org-|proj_)[\w*\-]{4,}")
+_SECRET_LIKE = re.compile(r"\b(sk-|rk-|org-|proj_|gsk_)[\w*\-]{4,}")
 _MASKED = re.compile(r"[\w\-]*\*{2,}[\w\-]*")  # keys shown partly masked, e.g. "ab12cd***wxyz"
 _SAFE_TOKEN = re.compile(r"[A-Za-z0-9_.\-\[\]]{1,64}")
 _MEDIA_TYPE = re.compile(r"[\w.+\-]+/[\w.+\-]+")
@@ -53,6 +71,8 @@ USER_AGENT = "filegate"
 # Idempotent calls are retried after these: the request may never have reached the upstream, or a
 # pooled keep-alive connection was closed under us. Read timeouts are not retried: the upstream is slow.
 RETRYABLE_ERRORS = (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ConnectTimeout)
+# One per request handler that may be talking to this upstream at once; more are opened when needed.
+MAX_IDLE_CONNECTIONS = 16
 
 # Settings most HTTP kinds share.
 API_KEY = Field("api_key", "API key", "The provider's API key.", secret=True, required=True, header=True)
@@ -64,54 +84,27 @@ TIMEOUT = Field(
 )
 
 
-class ContentStream:
-    """An upstream download: iterate for chunks; ``size_bytes`` is the upstream's Content-Length.
+@dataclass(frozen=True)
+class UpstreamPage:
+    """One page of an upstream list, in the order it was asked for."""
 
-    Closing it (Django's StreamingHttpResponse does, also when the client goes away) releases the
-    upstream connection, whether or not iteration started.
-    """
-
-    def __init__(self, response: httpx.Response, provider: PassThroughProvider) -> None:
-        self.response = response
-        self.provider = provider
-        length = response.headers.get("content-length", "")
-        # With a content coding the decoded bytes would not match the header; we ask for identity.
-        is_identity = response.headers.get("content-encoding", "identity") == "identity"
-        self.size_bytes = int(length) if length.isdigit() and is_identity else None
-        self._chunks = self._iterate()
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self
-
-    def __next__(self) -> bytes:
-        return next(self._chunks)
-
-    def close(self) -> None:
-        self._chunks.close()
-        self.response.close()
-
-    def _iterate(self) -> Generator[bytes, None, None]:
-        try:
-            # Chunks as they arrive, up to CHUNK_SIZE each (BulkTransport): never holding back bytes
-            # until a whole MiB has come in.
-            yield from self.response.iter_bytes()
-        except httpx.HTTPError as exc:
-            raise self.provider.map_exception(exc) from exc
-        finally:
-            self.response.close()
+    files: list[RemoteFile]
+    has_more: bool
+    cursor: str | None  # where the next page continues (the last file's id for OpenAI)
 
 
 class PassThroughProvider(Provider):
-    """Base of kinds whose upstream has an OpenAI-compatible Files API.
+    """Base of kinds whose provider has a Files API of its own.
 
-    Subclasses implement ``api_root()`` and ``auth_headers()`` and may add ``default_params()``.
-    One connection pool (``BulkTransport``) lives as long as the instance; the registry keeps one
+    Subclasses implement ``api_root()`` and ``auth_headers()`` and override the translation hooks
+    their provider needs. One connection pool lives as long as the instance; the registry keeps one
     instance per account configuration, so requests reuse warm connections.
     """
 
     fields: ClassVar[tuple[Field, ...]] = (API_KEY, TIMEOUT)
     default_base_url: ClassVar[str] = ""
     retry_backoff_seconds: ClassVar[float] = 0.5
+    max_page_size: ClassVar[int] = 10000  # the largest list page the upstream serves
     sends_expiry: bool = True  # whether the upstream accepts expires_after[...] on upload
 
     def __init__(self, **config: Any) -> None:
@@ -122,15 +115,15 @@ class PassThroughProvider(Provider):
             raise ImproperlyConfigured(f"{self.kind}: base_url must be an http(s) URL, not {self.base_url!r}")
         self.timeout_seconds = _positive_seconds(config.get("timeout"), settings.UPSTREAM_TIMEOUT_SECONDS, self.kind)
         connect_seconds = min(self.timeout_seconds, float(settings.UPSTREAM_CONNECT_TIMEOUT_SECONDS))
-        # Every call goes over one pool of plain http.client connections (providers/bulk.py): 1 MiB
-        # pieces without h11's copies for the bytes, and requests handed to the transport directly,
-        # without httpx.Client's per-call machinery (URL merging, auth and redirect flows, cookies),
-        # which cost a retrieve about 0.2 ms of CPU.
-        self.transport = BulkTransport()
-        self.root = self.api_root().rstrip("/") + "/"
-        # JSON answers may come compressed (a list of 10,000 files is megabytes); downloads ask for identity.
-        self.headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "gzip", **self.auth_headers()}
-        self.timeouts = httpx.Timeout(self.timeout_seconds, connect=connect_seconds).as_dict()
+        self.client = httpx.Client(
+            base_url=self.api_root().rstrip("/") + "/",
+            headers={"User-Agent": USER_AGENT, **self.auth_headers()},
+            timeout=httpx.Timeout(self.timeout_seconds, connect=connect_seconds),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=MAX_IDLE_CONNECTIONS),
+            # Cookies an upstream sets (load balancers do) are not state we want to carry between
+            # requests of different clients.
+            cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),
+        )
 
     def api_root(self) -> str:
         """The URL the ``files`` paths are relative to."""
@@ -142,7 +135,72 @@ class PassThroughProvider(Provider):
     def default_params(self) -> dict[str, str]:
         return {}
 
-    # The five operations.
+    # Translation hooks: pure functions of plain values (OpenAI's dialect by default).
+
+    def upload_fields(self, options: UploadOptions) -> list[tuple[str, str]]:
+        """The form fields sent before the file part."""
+        fields = [("purpose", options.purpose)]
+        if options.expires_after_seconds and self.sends_expiry:
+            fields += [
+                ("expires_after[anchor]", "created_at"),
+                ("expires_after[seconds]", str(options.expires_after_seconds)),
+            ]
+        return fields
+
+    def list_query(self, *, limit: int, order: str, purpose: str | None, after: str | None) -> dict[str, str | int]:
+        """The query string of one upstream list page."""
+        query: dict[str, str | int] = {"limit": limit, "order": order}
+        if purpose:
+            query["purpose"] = purpose
+        if after:
+            query["after"] = after
+        return query
+
+    def parse_file(self, data: Any, *, default_bytes: int = 0) -> RemoteFile:
+        """An upstream file object as a ``RemoteFile``; raises ``UpstreamError`` if it is not one."""
+        if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not REMOTE_ID.fullmatch(data["id"]):
+            raise UpstreamError(f"The {self.label} provider returned an unexpected file object.")
+        details = data.get("status_details")
+        return RemoteFile(
+            id=data["id"],
+            bytes=_integer(data.get("bytes"), default_bytes),
+            created_at=_integer(data.get("created_at"), int(time.time())),
+            filename=str(data.get("filename") or ""),
+            purpose=str(data.get("purpose") or ""),
+            status=str(data.get("status") or "processed"),
+            expires_at=_integer(data.get("expires_at"), None),
+            status_details=str(details) if details else None,
+        )
+
+    def parse_page(self, body: Any) -> UpstreamPage:
+        """A list answer: its files, whether more follow, and the cursor of the next page."""
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list):
+            raise UpstreamError(f"The {self.label} provider returned an unexpected file list.")
+        files = [self.parse_file(item) for item in data]
+        return UpstreamPage(files=files, has_more=body.get("has_more") is True, cursor=files[-1].id if files else None)
+
+    def parse_deleted(self, body: Any) -> bool:
+        """Whether a delete answer says the file is gone."""
+        return not (isinstance(body, dict) and body.get("deleted") is False)
+
+    def parse_error(self, body: bytes) -> tuple[str | None, str | None, str | None]:
+        """``(message, param, code)`` of an error body; ``None`` for what it does not say."""
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            return None, None, None
+        error = parsed.get("error") if isinstance(parsed, dict) else None
+        if not isinstance(error, dict):
+            return None, None, None
+        message, param, code = error.get("message"), error.get("param"), error.get("code")
+        return (
+            message if isinstance(message, str) else None,
+            param if isinstance(param, str) else None,
+            code if isinstance(code, str) else None,
+        )
+
+    # The operations.
 
     def upload(self, stream: UploadStream, options: UploadOptions) -> RemoteFile:
         """Stream the file upstream as one multipart request; return the upstream's file object.
@@ -162,83 +220,75 @@ class PassThroughProvider(Provider):
             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
         )
         # Azure's v1 API may answer bytes=null while it processes the file; we know what we sent.
-        return self.to_remote(self._json(response), default_bytes=counter.total)
+        return self.parse_file(self._json(response), default_bytes=counter.total)
 
-    def list(self, *, purpose: str | None, limit: int, order: str, after: str | None) -> Page:
-        """One upstream page; ``purpose``, ``limit``, ``order`` and ``after`` are passed through."""
-        params: dict[str, str | int] = {"limit": limit, "order": order}
-        if purpose:
-            params["purpose"] = purpose
-        if after:
-            params["after"] = after
-        body = self._json(self._send("GET", "files", retry=True, params=params))
-        data = body.get("data") if isinstance(body, dict) else None
-        if not isinstance(data, list):
-            raise UpstreamError(f"The {self.label} provider returned an unexpected file list.")
-        return Page(data=[self.to_remote(item) for item in data], has_more=body.get("has_more") is True)
+    def iter_pages(
+        self, *, purpose: str | None, order: str, after: str | None, page_size: int
+    ) -> Iterator[list[RemoteFile]]:
+        """The upstream's files after ``after`` in ``order``, one upstream page at a time, fetched lazily."""
+        cursor = after
+        while True:
+            size = min(page_size, self.max_page_size)
+            query = self.list_query(limit=size, order=order, purpose=purpose, after=cursor)
+            page = self.parse_page(self._json(self._send("GET", "files", retry=True, params=query)))
+            yield page.files
+            if not page.has_more or page.cursor is None:
+                return
+            cursor = page.cursor
 
     def retrieve(self, remote_id: str) -> RemoteFile:
         """The upstream's file object. Raises ``FileNotFound`` and the mapped ``Upstream*`` errors."""
-        return self.to_remote(self._json(self._send("GET", self._file_path(remote_id), retry=True, file_id=remote_id)))
+        return self.parse_file(self._json(self._send("GET", self.file_path(remote_id), retry=True, file_id=remote_id)))
 
     def delete(self, remote_id: str) -> bool:
         """Delete upstream. Returns ``False`` if the upstream said the file was already gone."""
         try:
-            response = self._send("DELETE", self._file_path(remote_id), retry=True, file_id=remote_id)
+            response = self._send("DELETE", self.file_path(remote_id), retry=True, file_id=remote_id)
         except FileNotFound:
             return False
-        body = self._json(response)
-        if isinstance(body, dict) and body.get("deleted") is False:
+        if not self.parse_deleted(self._json(response)):
             raise UpstreamError(f"The {self.label} provider did not delete the file.")
         return True
 
-    def open_content(self, remote_id: str) -> ContentStream:
-        """The upstream's bytes, streamed. The status is checked before this returns, so a missing
-        file raises ``FileNotFound`` (and other failures their mapped error) before the first chunk.
-        A connection that breaks mid-download raises ``UpstreamError`` from the iteration.
+    def open_content(self, remote_id: str) -> Content:
+        """The upstream's bytes, streamed, with the upstream's ``Content-Length`` as the size.
+
+        The status is checked before this returns, so a missing file raises ``FileNotFound`` (and
+        other failures their mapped error) before the first chunk. A connection that breaks
+        mid-download raises ``UpstreamError`` from the iteration.
         """
         response = self._send(
             "GET",
-            self._file_path(remote_id, "/content"),
+            self.file_path(remote_id, "/content"),
             retry=True,
             file_id=remote_id,
             headers={"Accept": "application/octet-stream", "Accept-Encoding": "identity"},
         )
-        return ContentStream(response, self)
+        download = _Download(response, self)
+        media_type = response.headers.get("content-type", "").partition(";")[0].strip()
+        return Content(
+            chunks=download,
+            size=download.size,
+            media_type=media_type if _MEDIA_TYPE.fullmatch(media_type) else "application/octet-stream",
+        )
 
     def check(self) -> None:
         """List one file with the account's credentials; raise the mapped error if that fails."""
-        self._json(self._send("GET", "files", retry=False, params={"limit": 1}))
+        query = self.list_query(limit=1, order="desc", purpose=None, after=None)
+        self._json(self._send("GET", "files", retry=False, params=query))
 
-    # Translation between the upstream's JSON and ours.
+    def file_path(self, remote_id: str, suffix: str = "") -> str:
+        if not REMOTE_ID.fullmatch(remote_id):
+            raise FileNotFound(f"No such File object: {remote_id[:128]}", param="id")
+        return f"files/{remote_id}{suffix}"
 
-    def to_remote(self, data: Any, *, default_bytes: int = 0) -> RemoteFile:
-        """An upstream file object as a ``RemoteFile``; raises ``UpstreamError`` if it is not one."""
-        if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not REMOTE_ID.fullmatch(data["id"]):
-            raise UpstreamError(f"The {self.label} provider returned an unexpected file object.")
-        details = data.get("status_details")
-        return RemoteFile(
-            id=data["id"],
-            bytes=_integer(data.get("bytes"), default_bytes),
-            created_at=_integer(data.get("created_at"), int(time.time())),
-            filename=str(data.get("filename") or ""),
-            purpose=str(data.get("purpose") or ""),
-            status=str(data.get("status") or "processed"),
-            expires_at=_integer(data.get("expires_at"), None),
-            status_details=str(details) if details else None,
-        )
+    # Plumbing.
 
     def _multipart(self, chunks: ByteCounter, options: UploadOptions, boundary: str) -> Iterator[bytes]:
         """The upload body, made while the file streams: fields first (as the SDKs send them), then the file."""
-        fields = [("purpose", options.purpose)]
-        if options.expires_after_seconds and self.sends_expiry:
-            fields += [
-                ("expires_after[anchor]", "created_at"),
-                ("expires_after[seconds]", str(options.expires_after_seconds)),
-            ]
         head = "".join(
             f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
-            for name, value in fields
+            for name, value in self.upload_fields(options)
         )
         content_type = (
             options.content_type if _MEDIA_TYPE.fullmatch(options.content_type) else "application/octet-stream"
@@ -253,13 +303,6 @@ class PassThroughProvider(Provider):
         # Only reached once the stream has checked the whole file: a rejected file never gets its
         # closing boundary, so the upstream sees a cut-off request and keeps nothing.
         yield f"\r\n--{boundary}--\r\n".encode()
-
-    def _file_path(self, remote_id: str, suffix: str = "") -> str:
-        if not REMOTE_ID.fullmatch(remote_id):
-            raise FileNotFound(f"No such File object: {remote_id[:128]}", param="id")
-        return f"files/{remote_id}{suffix}"
-
-    # HTTP plumbing.
 
     def _send(
         self,
@@ -277,19 +320,18 @@ class PassThroughProvider(Provider):
         With ``retry``, connection errors and 5xx answers are retried UPSTREAM_RETRIES times with
         exponential backoff. A 404 on a call naming ``file_id`` is ``FileNotFound``.
         """
-        query = {**self.default_params(), **(params or {})}
-        request = httpx.Request(
+        request = self.client.build_request(
             method,
-            self.root + path + ("?" + urlencode(query) if query else ""),
-            headers={**self.headers, **headers} if headers else self.headers,
+            path,
+            params={**self.default_params(), **(params or {})},
+            headers={"Accept-Encoding": "gzip", **(headers or {})},
             content=content,
-            extensions={"timeout": self.timeouts},
         )
         attempts = 1 + max(0, settings.UPSTREAM_RETRIES) if retry else 1
         for attempt in range(attempts):
             is_last = attempt + 1 == attempts
             try:
-                response = self.transport.handle_request(request)
+                response = self.client.send(request, stream=True)
             except httpx.HTTPError as exc:
                 if is_last or not isinstance(exc, RETRYABLE_ERRORS):
                     raise self.map_exception(exc) from exc
@@ -304,9 +346,11 @@ class PassThroughProvider(Provider):
 
     def _json(self, response: httpx.Response) -> Any:
         try:
-            data = _read_bounded(response, MAX_JSON_BYTES)
+            data = read_bounded(response, MAX_JSON_BYTES)
         except httpx.HTTPError as exc:
             raise self.map_exception(exc) from exc
+        except zlib.error:
+            raise UpstreamError(f"The {self.label} provider returned a corrupt compressed answer.") from None
         if data is None:
             raise UpstreamError(f"The {self.label} provider returned an oversized answer.")
         try:
@@ -325,15 +369,32 @@ class PassThroughProvider(Provider):
 
     def map_response(self, response: httpx.Response, *, file_id: str | None = None) -> GatewayError:
         """The gateway error for a non-2xx answer. Reads at most 64 KiB of it and closes it."""
-        status = response.status_code
         try:
-            raw = _read_bounded(response, MAX_ERROR_BYTES, truncate=True) or b""
-        except httpx.HTTPError:
+            raw = read_bounded(response, MAX_ERROR_BYTES, truncate=True) or b""
+        except (httpx.HTTPError, zlib.error):
             raw = b""
-        error = _error_object(raw)
-        raw_message = error.get("message")
-        message = self.scrub(raw_message) if isinstance(raw_message, str) else None
-        logger.warning("%s upstream answered HTTP %s", self.kind, status)
+        logger.warning("%s upstream answered HTTP %s", self.kind, response.status_code)
+        message, param, code = self.parse_error(raw)
+        return self.error_for(
+            response.status_code,
+            message=self.scrub(message) if message else None,
+            param=param if param and _SAFE_TOKEN.fullmatch(param) else None,
+            code=code if code and _SAFE_TOKEN.fullmatch(code) else None,
+            retry_after=response.headers.get("retry-after"),
+            file_id=file_id,
+        )
+
+    def error_for(
+        self,
+        status: int,
+        *,
+        message: str | None,
+        param: str | None,
+        code: str | None,
+        retry_after: str | None,
+        file_id: str | None,
+    ) -> GatewayError:
+        """The gateway error for an upstream status and its (already scrubbed) details."""
         if status == 404 and file_id is not None:
             return FileNotFound(f"No such File object: {file_id}", param="id")
         if status in (401, 403):
@@ -346,16 +407,9 @@ class PassThroughProvider(Provider):
                 code="upstream_authentication_failed",
             )
         if status == 429:
-            retry_after = response.headers.get("retry-after")
             return UpstreamRateLimited(message, headers={"Retry-After": retry_after} if retry_after else None)
         if 400 <= status < 500:
-            param, code = error.get("param"), error.get("code")
-            return UpstreamRejected(
-                message,
-                status_code=status,
-                param=param if isinstance(param, str) and _SAFE_TOKEN.fullmatch(param) else None,
-                code=code if isinstance(code, str) and _SAFE_TOKEN.fullmatch(code) else None,
-            )
+            return UpstreamRejected(message, status_code=status, param=param, code=code)
         if status >= 500:
             return UpstreamError(f"The {self.label} provider failed (HTTP {status}).")
         return UpstreamError(f"The {self.label} provider answered with an unexpected HTTP {status}.")
@@ -372,26 +426,79 @@ class PassThroughProvider(Provider):
         return message[:MAX_MESSAGE_CHARS]
 
 
-def _read_bounded(response: httpx.Response, limit: int, *, truncate: bool = False) -> bytes | None:
-    """Up to ``limit`` bytes of the body, and close it. Past the limit: ``None``, or the prefix if ``truncate``."""
+class _Download:
+    """An upstream download's chunks. Closing it (Django's StreamingHttpResponse does, also when the
+    client goes away) releases the upstream connection, whether or not iteration started."""
+
+    def __init__(self, response: httpx.Response, provider: PassThroughProvider) -> None:
+        self.response = response
+        self.provider = provider
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        length = response.headers.get("content-length", "")
+        # We ask for identity; an upstream that compresses anyway is decoded, and its length is not ours.
+        self.size = int(length) if length.isdigit() and encoding == "identity" else None
+        self._chunks = self._iterate(encoding)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        self._chunks.close()
+        self.response.close()
+
+    def _iterate(self, encoding: str) -> Generator[bytes, None, None]:
+        try:
+            yield from decode_stream(self.response.iter_raw(), encoding)
+        except httpx.HTTPError as exc:
+            raise self.provider.map_exception(exc) from exc
+        except zlib.error:
+            raise UpstreamError(f"The {self.provider.label} provider sent a corrupt compressed download.") from None
+        finally:
+            self.response.close()
+
+
+def _decompressor(encoding: str) -> Any:
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return zlib.decompressobj()
+    return None
+
+
+def decode_stream(raw: Iterator[bytes], encoding: str) -> Iterator[bytes]:
+    """Undo a gzip/deflate content coding piece by piece: no step yields more than ``CHUNK_SIZE``
+    bytes, so a small body that inflates enormously never sits in memory whole."""
+    decompressor = _decompressor(encoding)
+    for piece in raw:
+        if decompressor is None:
+            yield piece
+            continue
+        data = decompressor.decompress(piece, CHUNK_SIZE)
+        while data:
+            yield data
+            data = decompressor.decompress(decompressor.unconsumed_tail, CHUNK_SIZE)
+    if decompressor is not None and (rest := decompressor.flush()):
+        yield rest
+
+
+def read_bounded(response: httpx.Response, limit: int, *, truncate: bool = False) -> bytes | None:
+    """Up to ``limit`` decoded bytes of the body, and close it.
+
+    Past the limit: ``None``, or the first ``limit`` bytes if ``truncate``.
+    """
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
     data = bytearray()
     try:
-        for chunk in response.iter_bytes():
+        for chunk in decode_stream(response.iter_raw(), encoding):
             data += chunk
             if len(data) > limit:
                 return bytes(data[:limit]) if truncate else None
     finally:
         response.close()
     return bytes(data)
-
-
-def _error_object(raw: bytes) -> dict[str, Any]:
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        return {}
-    error = body.get("error") if isinstance(body, dict) else None
-    return error if isinstance(error, dict) else {}
 
 
 def _integer(value: Any, default: Any) -> Any:

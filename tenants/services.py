@@ -18,20 +18,20 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from config.errors import AuthenticationFailed, InvalidRequest, QuotaExceeded
+from config.errors import AuthenticationFailed, InvalidRequest, ProviderMisconfigured, QuotaExceeded
 from providers import registry
+from providers.base import Provider
 from tenants.models import ApiKey, Organization, ProviderAccount, QuotaReservation
 
 logger = logging.getLogger("filegate.tenants")
-
-_Model = TypeVar("_Model", ApiKey, Organization, ProviderAccount)
 
 KEY_PREFIX = "fg_"
 PREFIX_LENGTH = 12
@@ -92,16 +92,6 @@ def api_key_revoke(*, api_key: ApiKey) -> None:
         _api_keys.pop(api_key.key_hash, None)
 
 
-def _private_copy(instance: _Model) -> _Model:
-    """What ``copy.copy`` makes of a model instance (own field values, own ``_state`` and related
-    cache), without going through pickle's protocol: 2 µs instead of 5, three times a request."""
-    clone = instance.__class__.__new__(instance.__class__)
-    clone.__dict__ = instance.__dict__.copy()
-    clone._state = copy.copy(instance._state)
-    clone._state.fields_cache = instance._state.fields_cache.copy()
-    return clone
-
-
 def api_key_cache_clear() -> None:
     global _api_key_generation
     with _cache_lock:
@@ -144,8 +134,8 @@ def api_key_authenticate(*, plaintext: str) -> ApiKey:
                 _api_keys[key_hash] = (time.monotonic() + ttl, api_key)
     # Requests run in threads: each gets its own copies, so nothing one request sets on its key
     # or organisation leaks into another's.
-    private = _private_copy(api_key)
-    private.organization = _private_copy(api_key.organization)
+    private = copy.copy(api_key)  # a model's own copy protocol: fresh field values and _state
+    private.organization = copy.copy(api_key.organization)
     return private
 
 
@@ -250,7 +240,7 @@ def provider_account_get(*, account_id: int) -> ProviderAccount:
                 _accounts[account_id] = (time.monotonic() + ttl, account)
     else:
         account = entry[1]
-    return _private_copy(account)
+    return copy.copy(account)
 
 
 def provider_account_forget(*, account_id: int | None = None) -> None:
@@ -262,6 +252,22 @@ def provider_account_forget(*, account_id: int | None = None) -> None:
             _accounts.clear()
         else:
             _accounts.pop(account_id, None)
+
+
+def provider_for(account: ProviderAccount) -> Provider:
+    """The provider for ``account``; instances (and their HTTP pools) are reused across requests.
+
+    Raises ``ProviderMisconfigured`` when the account cannot be built (secrets no configured key
+    decrypts, a setting the kind refuses): an operator's problem, logged without its cause's text,
+    which may quote a credential.
+    """
+    try:
+        return registry.get_provider(account.kind, account.provider_config(), cache_key=str(account.pk))
+    except ImproperlyConfigured as exc:
+        logger.error("provider account %s (%s) cannot be built: %s", account.pk, account.kind, type(exc).__name__)
+        raise ProviderMisconfigured(
+            f"The provider account {account.name!r} is misconfigured; an organization admin must fix it."
+        ) from None
 
 
 def provider_account_resolve(*, organization: Organization, name: str | None) -> ProviderAccount:

@@ -38,6 +38,18 @@ for _name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GROQ_API_KEY", "AWS_ACCESS
     os.environ.pop(_name, None)
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """SQLite tests run on a database file, as the embedded default does, not on Django's shared
+    in-memory database: there concurrent requests (live-server races) fail at once with "table is
+    locked" instead of waiting for the write lock like a real SQLite file in WAL mode."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        database.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("sqlite") / "test.sqlite3")
+
+
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
     if connection.vendor == "postgresql":
         return

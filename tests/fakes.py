@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from config import errors
-from providers.base import ALL_OPERATIONS, Page, Provider, RemoteFile, UploadOptions, UploadStream
+from providers.base import ALL_OPERATIONS, Content, Provider, RemoteFile, UploadOptions, UploadStream
 from providers.fields import Field
 
 FAILURES = {
@@ -70,15 +70,23 @@ class FakeProvider(Provider):
         self.files[file_id] = (remote, bytes(data))
         return remote
 
-    def list(self, *, purpose: str | None, limit: int, order: str, after: str | None) -> Page:
-        self._maybe_fail("list")
-        items = sorted((remote for remote, _ in self.files.values()), key=lambda r: r.id, reverse=order == "desc")
-        if purpose:
-            items = [r for r in items if r.purpose == purpose]
-        if after:
-            ids = [r.id for r in items]
-            items = items[ids.index(after) + 1 :] if after in ids else []
-        return Page(data=items[:limit], has_more=len(items) > limit)
+    def iter_pages(
+        self, *, purpose: str | None, order: str, after: str | None, page_size: int
+    ) -> Iterator[list[RemoteFile]]:
+        """Pages of ``page_size`` like a paging upstream; each page is one ``list`` call."""
+        while True:
+            self._maybe_fail("list")
+            items = sorted((remote for remote, _ in self.files.values()), key=lambda r: r.id, reverse=order == "desc")
+            if purpose:
+                items = [r for r in items if r.purpose == purpose]
+            if after:
+                ids = [r.id for r in items]
+                items = items[ids.index(after) + 1 :] if after in ids else []
+            page = items[:page_size]
+            yield page
+            if len(items) <= page_size or not page:
+                return
+            after = page[-1].id
 
     def retrieve(self, remote_id: str) -> RemoteFile:
         self._maybe_fail("retrieve")
@@ -90,12 +98,12 @@ class FakeProvider(Provider):
         self._maybe_fail("delete")
         return self.files.pop(remote_id, None) is not None
 
-    def open_content(self, remote_id: str) -> Iterator[bytes]:
+    def open_content(self, remote_id: str) -> Content:
         self._maybe_fail("content")
         if remote_id not in self.files:
             raise errors.FileNotFound(f"No such File object: {remote_id}", param="id")
         data = self.files[remote_id][1]
-        return iter([data[i : i + 4] for i in range(0, len(data), 4)] or [b""])
+        return Content(chunks=iter([data[i : i + 4] for i in range(0, len(data), 4)] or [b""]), size=len(data))
 
     def check(self) -> None:
         self._maybe_fail("check")

@@ -30,6 +30,7 @@ TABLE = [
     ("FileNotFound", errors.FileNotFound(), 404, "invalid_request_error", None),
     ("UnknownURL", errors.UnknownURL(), 404, "invalid_request_error", "unknown_url"),
     ("MethodNotAllowed", errors.MethodNotAllowed(), 405, "invalid_request_error", "method_not_allowed"),
+    ("RequestTimeout", errors.RequestTimeout(), 408, "invalid_request_error", "request_timeout"),
     ("PayloadTooLarge", errors.PayloadTooLarge(), 413, "invalid_request_error", "file_too_large"),
     ("UpstreamRejected", errors.UpstreamRejected(status_code=422), 422, "invalid_request_error", "upstream_error"),
     ("UpstreamRateLimited", errors.UpstreamRateLimited(), 429, "rate_limit_error", "rate_limit_exceeded"),

@@ -31,6 +31,7 @@ print(json.dumps({
     "HOST": database.get("HOST", ""),
     "PORT": database.get("PORT", ""),
     "CONN_MAX_AGE": database["CONN_MAX_AGE"],
+    "OPTIONS": database.get("OPTIONS", {}),
 }))
 """
 
@@ -69,12 +70,14 @@ def test_a_malformed_debug_value_refuses_to_start() -> None:
 
 
 def test_database_url_switches_to_postgresql() -> None:
-    result = start_django(DATABASE_URL="postgres://gate:pw@db.example:6543/filegate", DATABASE_CONN_MAX_AGE="5")
+    result = start_django(DATABASE_URL="postgres://gate:pw@db.example:6543/filegate", DATABASE_POOL_SIZE="7")
     assert result.returncode == 0, result.stderr
     database = json.loads(result.stdout)
-    assert database["ENGINE"] == "config.postgresql"  # Django's, with idle-only health checks
+    assert database["ENGINE"] == "django.db.backends.postgresql"
     assert (database["NAME"], database["USER"], database["PASSWORD"]) == ("filegate", "gate", "pw")
-    assert (database["HOST"], database["PORT"], database["CONN_MAX_AGE"]) == ("db.example", 6543, 5)
+    # psycopg's pool keeps the connections: Django's persistent connections must be off with it.
+    assert (database["HOST"], database["PORT"], database["CONN_MAX_AGE"]) == ("db.example", 6543, 0)
+    assert database["OPTIONS"]["pool"]["max_size"] == 7
 
 
 def test_without_database_url_it_runs_on_sqlite_in_the_project() -> None:

@@ -1,56 +1,105 @@
-"""File.objects.by_public_id: the hot-path lookup by id gives exactly what the ORM's get() gives."""
+"""Which file an id names: variants of another organisation's id are answered like unknown ids.
+
+When two organisations' accounts share one upstream credential, the upstream serves both their
+files. An upstream that is lenient about ids (case, a trailing dot) would hand org B org A's file
+for a variant of its id if the gateway took the variant for an unknown id of B's. It must not, and
+recorded-elsewhere ids must cost what unknown ids cost, so timing does not tell them apart either.
+"""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from typing import Any
 
-from django.utils import timezone
+import pytest
 
-from files_api.models import File
-from tests.conftest import Tenant
+from files_api.selectors import lookup_file, normalize_file_id
+from providers import registry
+from tenants.services import provider_account_create
+from tests.conftest import Tenant, upload
+from tests.fakes import FakeProvider
 
-
-def values(file: File) -> dict[str, object]:
-    return {field.attname: getattr(file, field.attname) for field in File._meta.concrete_fields}
-
-
-def make_file(tenant: Tenant, public_id: str, **fields: object) -> File:
-    now = timezone.now()
-    defaults: dict[str, object] = {
-        "organization": tenant.org,
-        "provider_account": tenant.account,
-        "filename": "naïve.jsonl",
-        "purpose": "batch",
-        "bytes": 2**40,
-        "created_at": now.replace(microsecond=123456),
-    }
-    return File.objects.create(public_id=public_id, **{**defaults, **fields})
+BY_ID = {
+    "retrieve": lambda client, file_id: client.get(f"/v1/files/{file_id}", HTTP_X_PROVIDER_ACCOUNT="fake"),
+    "content": lambda client, file_id: client.get(f"/v1/files/{file_id}/content", HTTP_X_PROVIDER_ACCOUNT="fake"),
+    "delete": lambda client, file_id: client.delete(f"/v1/files/{file_id}", HTTP_X_PROVIDER_ACCOUNT="fake"),
+}
 
 
-def test_it_reads_every_field_as_the_orm_does(tenant_a: Tenant) -> None:
-    now = timezone.now()
-    make_file(
-        tenant_a,
-        "file-full",
-        storage_key="org/file-full",
-        status="error",
-        status_details="line 3: bad JSON",
-        sha256="ab" * 32,
-        expires_at=now + timedelta(days=30),
-        deleted_at=now,
-        checked_at=now - timedelta(seconds=5),
-        api_key=tenant_a.api_key,
-    )
-    make_file(tenant_a, "file-sparse")
-    for public_id in ("file-full", "file-sparse"):
-        found = File.objects.by_public_id(public_id)
-        assert found is not None
-        assert values(found) == values(File.objects.get(public_id=public_id))
-        assert found.created_at.tzinfo is not None and not found._state.adding
-        assert found.organization == tenant_a.org  # relations load as usual
+class LenientProvider(FakeProvider):
+    """An upstream that finds a file whatever the case of its id and with trailing dots."""
+
+    @classmethod
+    def _canonical(cls, remote_id: str) -> str:
+        for known in cls.files:
+            if known.lower() == remote_id.rstrip(".").lower():
+                return known
+        return remote_id
+
+    def retrieve(self, remote_id: str) -> Any:
+        return super().retrieve(self._canonical(remote_id))
+
+    def open_content(self, remote_id: str) -> Any:
+        return super().open_content(self._canonical(remote_id))
+
+    def delete(self, remote_id: str) -> bool:
+        return super().delete(self._canonical(remote_id))
 
 
-def test_an_unknown_id_is_none(tenant_a: Tenant) -> None:
-    make_file(tenant_a, "file-known")
-    assert File.objects.by_public_id("file-unknown") is None
-    assert File.objects.by_public_id("file-KNOWN") is None
+@pytest.fixture
+def shared_upstream(tenant_a: Tenant, tenant_b: Tenant, fake_provider: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A file of org A on a lenient upstream that org B reaches with the same credential. Returns its id."""
+    monkeypatch.setitem(registry.PROVIDERS, "fake", "tests.files_api.test_lookup.LenientProvider")
+    registry._classes.pop("fake", None)
+    for tenant in (tenant_a, tenant_b):
+        provider_account_create(organization=tenant.org, name="fake", kind="fake", config={"api_key": "sk-shared"})
+    response = upload(tenant_a.client, b"A's secret", account="fake")
+    assert response.status_code == 200, response.json()
+    FakeProvider.calls.clear()
+    return response.json()["id"]
+
+
+@pytest.mark.parametrize("operation", BY_ID)
+@pytest.mark.parametrize("variant", [str.upper, lambda file_id: file_id + ".", lambda file_id: file_id + ".."])
+def test_a_variant_of_another_orgs_id_is_not_found(tenant_b: Tenant, shared_upstream: str, operation, variant):
+    response = BY_ID[operation](tenant_b.client, variant(shared_upstream))
+    assert response.status_code == 404, response.json()
+    assert "delete" not in FakeProvider.calls and "content" not in FakeProvider.calls
+    assert shared_upstream in FakeProvider.files  # A's file is still there
+
+
+@pytest.mark.parametrize("operation", BY_ID)
+def test_recorded_elsewhere_and_unknown_ids_get_the_same_answer_for_the_same_work(
+    tenant_b: Tenant, shared_upstream: str, operation: str
+) -> None:
+    recorded = BY_ID[operation](tenant_b.client, shared_upstream)
+    calls_for_recorded, FakeProvider.calls[:] = list(FakeProvider.calls), []
+    unknown = BY_ID[operation](tenant_b.client, "fake-999999")
+    assert (recorded.status_code, unknown.status_code) == (404, 404)
+    body = recorded.json()["error"]
+    assert body == {**unknown.json()["error"], "message": body["message"]}
+    # One upstream round trip each: an unknown id is looked up upstream, a recorded-elsewhere id is
+    # looked up too (and the answer discarded), so response time does not tell them apart.
+    assert len(calls_for_recorded) == len(FakeProvider.calls) == 1
+
+
+def test_the_owner_reaches_its_file_through_a_trailing_dot(tenant_a: Tenant, shared_upstream: str) -> None:
+    response = BY_ID["retrieve"](tenant_a.client, shared_upstream + ".")
+    assert response.status_code == 200 and response.json()["id"] == shared_upstream
+
+
+def test_normalize_file_id() -> None:
+    assert normalize_file_id(" file-abc.. ") == "file-abc"
+    assert normalize_file_id("file_011CNha8") == "file_011CNha8"
+
+
+def test_lookup_file_flags_an_id_recorded_for_another_organisation(
+    tenant_a: Tenant, tenant_b: Tenant, shared_upstream: str
+) -> None:
+    own = lookup_file(tenant_a.org, shared_upstream)
+    assert own.file is not None and not own.is_shadowed
+    foreign = lookup_file(tenant_b.org, shared_upstream.upper())
+    assert foreign.file is None and foreign.is_shadowed
+    unknown = lookup_file(tenant_b.org, "fake-999999")
+    assert unknown.file is None and not unknown.is_shadowed and unknown.is_possible
+    impossible = lookup_file(tenant_b.org, "x" * 65)
+    assert not impossible.is_possible

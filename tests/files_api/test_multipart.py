@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import io
-import os
-import socket
-import threading
 
 import pytest
 
 from config.errors import InvalidRequest
-from files_api.uploads import FileStream, MultipartForm
+from files_api.multipart import MultipartForm
+from files_api.upload import FileStream
 
 BOUNDARY = "XyZ"
 
@@ -145,7 +143,7 @@ def test_a_delimiter_split_across_reads_at_every_offset_is_found(content):
 
 
 def test_large_reads_hand_on_whole_chunks(monkeypatch):
-    monkeypatch.setattr("files_api.uploads.CHUNK_SIZE", 1000)
+    monkeypatch.setattr("files_api.multipart.CHUNK_SIZE", 1000)
     content = bytes(range(256)) * 40  # 10,240 bytes
     raw = body(("purpose", None, b"assistants"), ("file", "a.bin", content))
     form = form_for(raw)
@@ -205,70 +203,3 @@ def test_a_field_longer_than_the_limit_is_refused():
     raw = body(("purpose", None, b"p" * (64 * 1024 + 1)), ("file", "a.bin", b"data"))
     with pytest.raises(InvalidRequest, match="too long"):
         form_for(raw).read_until_file()
-
-
-# Reading gunicorn's socket directly.
-
-
-class GunicornLikeRequest:
-    """What ``direct_body`` looks at on a Django request served by gunicorn."""
-
-    def __init__(self, wsgi_input: object) -> None:
-        self.environ = {"wsgi.input": wsgi_input}
-        self._read_started = False
-
-
-def gunicorn_body(raw: bytes, *, buffered: int, trailing: bytes) -> tuple[object, socket.socket]:
-    from gunicorn.http.body import Body, LengthReader
-    from gunicorn.http.unreader import SocketUnreader
-
-    ours, theirs = socket.socketpair()
-    unreader = SocketUnreader(ours)
-    unreader.unread(raw[:buffered])  # what gunicorn read along with the headers
-    sender = threading.Thread(target=lambda: (theirs.sendall(raw[buffered:] + trailing), theirs.close()))
-    sender.start()
-    return Body(LengthReader(unreader, len(raw))), ours
-
-
-@pytest.mark.parametrize("buffered", [0, 10, 5000])
-def test_a_gunicorn_body_is_read_off_the_socket_and_the_next_request_is_left_alone(buffered):
-    from files_api.uploads import GunicornBody, direct_body
-
-    content = os.urandom(3 * 1024 * 1024 + 5)
-    raw = body(("purpose", None, b"assistants"), ("file", "a.bin", content), ("late", None, b"1"))
-    next_request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
-    wsgi_input, sock = gunicorn_body(raw, buffered=buffered, trailing=next_request)
-    request = GunicornLikeRequest(wsgi_input)
-    with sock:
-        form = MultipartForm(request, content_type=f"multipart/form-data; boundary={BOUNDARY}", content_length=len(raw))
-        assert isinstance(form.reader.raw, GunicornBody) and request._read_started
-        part = form.read_until_file()
-        assert part is not None and b"".join(part.chunks) == content
-        assert form.read_remaining_fields() == {"purpose": "assistants", "late": "1"}
-        assert wsgi_input.reader.length == 0 and wsgi_input.read(100) == b""  # type: ignore[attr-defined]
-        assert sock.recv(1000) == next_request
-        assert direct_body(request, len(raw)) is None  # read already
-
-
-def test_a_gunicorn_body_cut_short_is_incomplete():
-    raw = body(("purpose", None, b"assistants"), ("file", "a.bin", b"x" * 100_000))
-    wsgi_input, sock = gunicorn_body(raw[:50_000], buffered=0, trailing=b"")
-    wsgi_input.reader.length = len(raw)  # type: ignore[attr-defined]
-    with sock:
-        form = MultipartForm(
-            GunicornLikeRequest(wsgi_input),
-            content_type=f"multipart/form-data; boundary={BOUNDARY}",
-            content_length=len(raw),
-        )
-        part = form.read_until_file()
-        assert part is not None
-        with pytest.raises(InvalidRequest) as excinfo:
-            b"".join(part.chunks)
-        assert excinfo.value.code == "incomplete_body"
-
-
-def test_other_request_bodies_are_read_as_they_are():
-    from files_api.uploads import direct_body
-
-    assert direct_body(io.BytesIO(b"x"), 1) is None
-    assert direct_body(GunicornLikeRequest(io.BytesIO(b"x")), 1) is None

@@ -166,7 +166,7 @@ def test_a_failure_after_the_upstream_upload_removes_the_orphan(
     def broken_commit(**kwargs: Any) -> None:
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr("files_api.services.quota_commit", broken_commit)
+    monkeypatch.setattr("files_api.upload.quota_commit", broken_commit)
     response = upload(tenant_a.client, b"x" * 100, account="fake")
     assert response.status_code == 500
     assert fake_provider.calls == ["upload", "delete"]

@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 
 from config.errors import InvalidRequest, PayloadTooLarge
-from files_api import services
 from files_api.models import PURPOSES, File
-from files_api.uploads import FileStream
+from files_api.upload import FileStream, file_upload
 from files_api.validation import BATCH_ENDPOINTS, BatchLineValidator, clean_filename
+from providers.base import UploadOptions
 from tenants.models import Organization
+from tenants.services import provider_for
 from tests.conftest import (
     MULTIPART,
     Tenant,
@@ -361,9 +362,7 @@ def test_it_stops_reading_once_a_lying_content_length_is_crossed(tenant_a: Tenan
     body = multipart_body(("purpose", "assistants", None), ("file", b"z" * 16 * MIB, "big.bin"))
     raw = CountingInput(body)
     with pytest.raises(PayloadTooLarge) as raised:
-        services.file_create(
-            api_key=tenant_a.api_key, account_name=None, body=raw, content_type=MULTIPART, content_length=1000
-        )
+        file_upload(api_key=tenant_a.api_key, account_name=None, body=raw, content_type=MULTIPART, content_length=1000)
     assert raised.value.code == "file_too_large"
     assert raw.bytes_read < 4 * MIB
     assert not File.objects.exists()
@@ -508,10 +507,10 @@ def test_it_streams_a_non_seekable_upload_to_disk(tenant_a: Tenant) -> None:
     chunks = (bytes([n]) * 1000 for n in range(50))
     stream = FileStream(chunks, max_bytes=MIB, too_large_message="too big")
     assert not hasattr(stream, "seek")
-    remote = services.provider_for(tenant_a.account).upload(
-        stream, services.UploadOptions(filename="gen.bin", purpose="assistants", namespace="org-a")
+    remote = provider_for(tenant_a.account).upload(
+        stream, UploadOptions(filename="gen.bin", purpose="assistants", namespace="org-a")
     )
     assert remote.bytes == 50_000
-    assert b"".join(services.provider_for(tenant_a.account).open_content(remote.storage_key)) == b"".join(
+    assert b"".join(provider_for(tenant_a.account).open_content(remote.storage_key).chunks) == b"".join(
         bytes([n]) * 1000 for n in range(50)
     )

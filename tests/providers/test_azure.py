@@ -9,7 +9,7 @@ import pytest
 
 from config.errors import InvalidRequest, UpstreamRejected
 from files_api.models import File
-from files_api.uploads import FileStream
+from files_api.upload import FileStream
 from providers import registry
 from providers.azure import AzureOpenAIProvider
 from providers.base import UploadOptions
@@ -38,7 +38,7 @@ def fake_azure_v1(tmp_path: Path, fast_retries: None) -> Iterator[FakeFilesServe
 
 
 def test_it_calls_the_openai_path_with_api_key_and_api_version(provider, fake_azure):
-    provider.list(purpose="batch", limit=5, order="desc", after=None)
+    next(provider.iter_pages(purpose="batch", order="desc", after=None, page_size=5))
     [call] = fake_azure.requests
     assert call.path == "/openai/files"
     assert call.query == {"api-version": ["2024-10-21"], "limit": ["5"], "order": ["desc"], "purpose": ["batch"]}
@@ -85,7 +85,7 @@ def test_an_endpoint_copied_with_its_openai_suffix_still_works(fake_azure):
 
 
 def test_a_file_size_azure_does_not_know_yet_is_the_size_sent(provider):
-    remote = provider.to_remote(
+    remote = provider.parse_file(
         {
             "id": "file-1",
             "object": "file",

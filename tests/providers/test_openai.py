@@ -25,7 +25,7 @@ from config.errors import (
     UpstreamUnavailable,
 )
 from files_api.models import File
-from files_api.uploads import FileStream
+from files_api.upload import FileStream
 from files_api.validation import BatchLineValidator
 from providers import registry
 from providers.base import CHUNK_SIZE, UploadOptions
@@ -53,6 +53,10 @@ def sha256(*chunks: bytes) -> str:
     for chunk in chunks:
         digest.update(chunk)
     return digest.hexdigest()
+
+
+def first_page(provider: OpenAIProvider, *, limit: int = 1, order: str = "desc", purpose: str | None = None) -> list:
+    return next(provider.iter_pages(purpose=purpose, order=order, after=None, page_size=limit))
 
 
 @pytest.fixture
@@ -100,7 +104,7 @@ def test_it_sends_the_account_key_organization_and_project(provider, fake_openai
 
 def test_it_sends_no_organization_or_project_headers_unless_configured(fake_openai):
     provider = OpenAIProvider(api_key=OPENAI_KEY, base_url=fake_openai.url)
-    provider.list(purpose=None, limit=1, order="desc", after=None)
+    first_page(provider)
     headers = fake_openai.calls("GET")[-1].headers
     assert "openai-organization" not in headers and "openai-project" not in headers
 
@@ -152,12 +156,13 @@ def test_an_upload_is_never_retried(provider, fake_openai):
 def test_it_passes_list_parameters_through_and_pages(provider, fake_openai):
     ids = [fake_openai.add_file(b"x", purpose="assistants") for _ in range(3)]
     fake_openai.add_file(b"y", purpose="batch", filename="b.jsonl")
-    first = provider.list(purpose="assistants", limit=2, order="asc", after=None)
+    pages = provider.iter_pages(purpose="assistants", order="asc", after=None, page_size=2)
+    assert [f.id for f in next(pages)] == ids[:2]
     assert fake_openai.calls("GET")[-1].query == {"limit": ["2"], "order": ["asc"], "purpose": ["assistants"]}
-    assert ([f.id for f in first.data], first.has_more) == (ids[:2], True)
-    rest = provider.list(purpose="assistants", limit=2, order="asc", after=ids[1])
+    assert [f.id for f in next(pages)] == ids[2:]  # the upstream said has_more: the next page follows
     assert fake_openai.calls("GET")[-1].query["after"] == [ids[1]]
-    assert ([f.id for f in rest.data], rest.has_more) == (ids[2:], False)
+    assert next(pages, None) is None  # ...and it said no more: no third call
+    assert len(fake_openai.calls("GET")) == 2
 
 
 def test_it_retrieves_a_file_object(provider, fake_openai):
@@ -183,9 +188,9 @@ def test_ids_that_cannot_be_upstream_ids_never_reach_the_upstream(provider, fake
 def test_it_streams_content_in_bounded_chunks_with_the_upstream_length(provider, fake_openai):
     content = os.urandom(3 * MiB + 17)
     file_id = fake_openai.add_file(content)
-    stream = provider.open_content(file_id)
-    assert stream.size_bytes == len(content)
-    chunks = list(stream)
+    download = provider.open_content(file_id)
+    assert download.size == len(content)
+    chunks = list(download.chunks)
     assert b"".join(chunks) == content and max(map(len, chunks)) <= CHUNK_SIZE
     assert fake_openai.calls("GET", f"/{file_id}/content")[-1].headers["accept-encoding"] == "identity"
 
@@ -197,16 +202,16 @@ def test_open_content_raises_file_not_found_before_the_first_chunk(provider):
 
 def test_closing_an_unread_download_releases_the_upstream_connection(provider, fake_openai):
     file_id = fake_openai.add_file(os.urandom(4 * MiB))
-    provider.open_content(file_id).close()
+    provider.open_content(file_id).chunks.close()  # type: ignore[attr-defined]
     fake_openai.wait_for(lambda: not fake_openai.open_connections())
 
 
 def test_a_download_cut_off_midway_raises_upstream_error(provider, fake_openai):
     file_id = fake_openai.add_file(os.urandom(2 * MiB))
     fake_openai.fail("content", "reset", after_bytes=MiB // 2)
-    stream = provider.open_content(file_id)
+    download = provider.open_content(file_id)
     with pytest.raises(UpstreamError):
-        for _ in stream:
+        for _ in download.chunks:
             pass
 
 
@@ -221,7 +226,7 @@ def test_one_pooled_connection_serves_many_calls(provider, fake_openai):
     file_id = fake_openai.add_file(b"x")
     for _ in range(5):
         provider.retrieve(file_id)
-        provider.list(purpose=None, limit=10, order="desc", after=None)
+        first_page(provider, limit=10)
     assert fake_openai.connections == 1
 
 
@@ -258,7 +263,7 @@ def test_the_registry_reuses_one_provider_and_client_per_account_config(fake_ope
 def test_upstream_statuses_map_to_gateway_errors(provider, fake_openai, status, error, client_status):
     fake_openai.fail("list", status=status, times=10, message="Something about purpose.")
     with pytest.raises(error) as raised:
-        provider.list(purpose=None, limit=1, order="desc", after=None)
+        first_page(provider)
     assert raised.type is error and raised.value.status_code == client_status
     if status < 500:
         assert raised.value.message == "Something about purpose."
@@ -268,7 +273,7 @@ def test_upstream_messages_lose_credentials_account_ids_and_address(provider, fa
     leaky = f"Key {OPENAI_KEY} (sk-abc***wxyz) of {OPENAI_ORG} / {OPENAI_PROJECT} at 127.0.0.1 cannot do that."
     fake_openai.fail("list", status=400, message=leaky)
     with pytest.raises(UpstreamRejected) as raised:
-        provider.list(purpose=None, limit=1, order="desc", after=None)
+        first_page(provider)
     message = raised.value.message
     for secret in (OPENAI_KEY, "sk-abc", OPENAI_ORG, OPENAI_PROJECT, "UpstreamOrg123", "127.0.0.1"):
         assert secret not in message
@@ -289,7 +294,7 @@ def test_upstream_param_and_code_are_kept_when_they_are_plain_tokens(provider, f
 def test_refused_credentials_are_the_accounts_problem_not_the_clients(fake_openai):
     provider = OpenAIProvider(**openai_config(fake_openai, api_key="sk-wrong-key-0000000000"))
     with pytest.raises(UpstreamRejected) as raised:
-        provider.list(purpose=None, limit=1, order="desc", after=None)
+        first_page(provider)
     error = raised.value
     assert (error.status_code, error.code) == (403, "upstream_authentication_failed")
     assert "provider account" in error.message
@@ -338,14 +343,25 @@ def test_a_slow_upstream_times_out_after_the_accounts_timeout(fake_openai):
     fake_openai.fail("list", "hang")
     started = time.monotonic()
     with pytest.raises(UpstreamTimeout) as raised:
-        provider.list(purpose=None, limit=1, order="desc", after=None)
+        first_page(provider)
     assert time.monotonic() - started < 2  # a read timeout is not retried
     assert raised.value.status_code == 504 and "0.3 seconds" in raised.value.message
 
 
 def test_answers_that_are_not_file_objects_are_upstream_errors(provider):
-    answers = iter([httpx.Response(200, text="<html>"), httpx.Response(200, json={"object": "file"})])
-    provider.transport = httpx.MockTransport(lambda r: next(answers))  # type: ignore[assignment]
+    class Body(httpx.SyncByteStream):  # streamed, as a real transport's answers are
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+
+        def __iter__(self):
+            yield self.data
+
+    answers = iter(
+        [httpx.Response(200, stream=Body(b"<html>")), httpx.Response(200, stream=Body(b'{"object": "file"}'))]
+    )
+    provider.client = httpx.Client(
+        base_url=provider.client.base_url, transport=httpx.MockTransport(lambda r: next(answers))
+    )
     for _ in range(2):
         with pytest.raises(UpstreamError):
             provider.retrieve("file-abc")
@@ -357,14 +373,14 @@ def test_answers_that_are_not_file_objects_are_upstream_errors(provider):
 def test_check_makes_one_cheap_authenticated_call(provider, fake_openai):
     provider.check()
     [call] = fake_openai.requests
-    assert (call.method, call.query, call.headers["authorization"]) == ("GET", {"limit": ["1"]}, f"Bearer {OPENAI_KEY}")
+    assert (call.method, call.query["limit"], call.headers["authorization"]) == ("GET", ["1"], f"Bearer {OPENAI_KEY}")
     assert call.headers["user-agent"] == "filegate"
 
 
 def test_json_answers_may_come_compressed(provider, fake_openai):
     file_ids = [fake_openai.add_file(b"x" * 10, filename=f"f{n}.txt") for n in range(50)]
-    page = provider.list(purpose=None, limit=100, order="asc", after=None)
-    assert [remote.id for remote in page.data] == file_ids
+    page = first_page(provider, limit=100, order="asc")
+    assert [remote.id for remote in page] == file_ids
     assert fake_openai.compressed_answers == 1
 
 
@@ -375,7 +391,7 @@ def test_check_raises_the_mapped_error(fake_openai):
 
 
 def test_the_default_base_url_is_openai():
-    assert OpenAIProvider(api_key="sk-x").root == "https://api.openai.com/v1/"
+    assert str(OpenAIProvider(api_key="sk-x").client.base_url) == "https://api.openai.com/v1/"
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from files_api.models import File
+from files_api.models import AuditEvent, File
 from tests.conftest import Tenant, upload
 from tests.upstreams import FakeFilesServer, add_upstream_account
 
@@ -50,17 +50,50 @@ def test_after_the_window_the_upstream_is_asked_once_and_the_record_is_fresh_aga
     assert retrieves_upstream(upstream, body["id"]) == asked + 1
 
 
-def test_a_file_deleted_upstream_is_found_out_at_the_next_check_and_its_bytes_released(tenant_a, upstream, settings):
+def test_a_file_deleted_upstream_is_marked_missing_at_the_next_check_and_forgotten_once_confirmed(
+    tenant_a, upstream, settings
+):
     settings.UPSTREAM_RECHECK_SECONDS = 60
+    settings.MISSING_FILE_CONFIRM_SECONDS = 600
     body = uploaded(tenant_a, upstream, b"12345")
     upstream.files.pop(body["id"]).path.unlink()
     assert tenant_a.client.get(f"/v1/files/{body['id']}").status_code == 200  # within the window
     age(body["id"], 61)
     response = tenant_a.client.get(f"/v1/files/{body['id']}")
     assert response.status_code == 404, response.content
-    assert File.objects.get(public_id=body["id"]).deleted_at is not None
-    tenant_a.org.refresh_from_db()
-    assert tenant_a.org.used_bytes == 0
+    # One 404 is not proof: the record, and its charge, stay; the audit trail says what happened.
+    record = File.objects.get(public_id=body["id"])
+    assert (record.deleted_at, record.missing_since is not None) == (None, True)
+    assert used_bytes(tenant_a) == 5
+    assert audit_actions(body["id"]) == ["file.create", "file.missing"]
+    assert tenant_a.client.get(f"/v1/files/{body['id']}").status_code == 404  # asked again, not yet confirmed
+    assert used_bytes(tenant_a) == 5
+    File.objects.filter(pk=record.pk).update(missing_since=timezone.now() - timedelta(seconds=601))
+    assert tenant_a.client.get(f"/v1/files/{body['id']}").status_code == 404
+    assert File.objects.get(pk=record.pk).deleted_at is not None
+    assert used_bytes(tenant_a) == 0
+    assert audit_actions(body["id"]) == ["file.create", "file.missing", "file.gone"]
+
+
+def test_a_file_missing_for_a_moment_is_kept_and_found_again(tenant_a, upstream, settings):
+    settings.UPSTREAM_RECHECK_SECONDS = 0
+    body = uploaded(tenant_a, upstream, b"12345")
+    upstream.fail("retrieve", status=404)
+    assert tenant_a.client.get(f"/v1/files/{body['id']}").status_code == 404
+    assert File.objects.get(public_id=body["id"]).missing_since is not None
+    assert tenant_a.client.get(f"/v1/files/{body['id']}").status_code == 200
+    record = File.objects.get(public_id=body["id"])
+    assert (record.missing_since, record.deleted_at) == (None, None)
+    assert used_bytes(tenant_a) == 5
+
+
+def used_bytes(tenant: Tenant) -> int:
+    tenant.org.refresh_from_db()
+    return tenant.org.used_bytes
+
+
+def audit_actions(file_id: str) -> list[str]:
+    return list(AuditEvent.objects.filter(file_id=file_id).order_by("id").values_list("action", flat=True))
 
 
 def test_zero_asks_the_upstream_on_every_retrieve(tenant_a, upstream, settings):

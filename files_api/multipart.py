@@ -6,17 +6,13 @@ chunks go to the provider while they still arrive. The form fields sent before t
 send ``purpose`` first) are read first; fields after it are read once the file part is done. Part
 headers follow Django's rules (``_part_headers``); the parts are split with ``bytes.find`` and the
 file's chunks are handed on without copies (Django's ``BoundaryIter`` copied each chunk twice).
-Under gunicorn the body is read off the socket directly (``GunicornBody``).
+This is the edge of an upload: the service gets the form's fields and a ``FilePart`` (name, media
+type and a chunk iterator), never the request.
 """
 
 from __future__ import annotations
 
-import hashlib
-import itertools
-import os
-import socket
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,16 +20,11 @@ from django.http.multipartparser import FIELD, FILE
 from django.utils.encoding import force_str
 from django.utils.http import parse_header_parameters
 
-from config.errors import InvalidRequest, PayloadTooLarge
+from config.errors import InvalidRequest, RequestTimeout
 from providers.base import CHUNK_SIZE
 
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FIELDS = 32
-
-# SHA-256 runs at about 1 GB/s and hashlib releases the GIL on large buffers, so each upload hashes
-# chunk N on one of these threads while its own thread receives, parses and forwards chunk N+1.
-# Shared by every upload of the process; each upload has at most one chunk in flight here.
-_HASHER = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1), thread_name_prefix="filegate-sha256")
 
 
 class CountingReader:
@@ -48,6 +39,9 @@ class CountingReader:
     def read(self, size: int) -> bytes:
         try:
             data = self.raw.read(size)
+        except TimeoutError as exc:
+            # The client stopped sending for CLIENT_IDLE_TIMEOUT_SECONDS (config.middleware).
+            raise RequestTimeout("The request body stopped arriving; the upload was abandoned.") from exc
         except (OSError, ValueError) as exc:
             raise InvalidRequest("The request body could not be read to the end.", code="incomplete_body") from exc
         self.received += len(data)
@@ -59,55 +53,6 @@ class CountingReader:
     def is_truncated(self) -> bool:
         """True once the body has ended before Content-Length bytes arrived (the client went away)."""
         return self.hit_end and self.received < self.content_length
-
-
-class GunicornBody:
-    """gunicorn's request body read straight off the client socket.
-
-    gunicorn's ``Body``/``LengthReader``/``Unreader`` pass each MiB through BytesIO buffers about
-    five times (a quarter of an upload's CPU here). This reader takes what gunicorn has already
-    buffered through gunicorn's own ``read`` first, then ``recv``s the rest itself, and keeps
-    ``LengthReader.length`` exact, so gunicorn never reads past this body and a kept-alive
-    connection's next request is parsed as usual. Only built by ``direct_body`` when safe.
-    """
-
-    def __init__(self, reader: Any, sock: socket.socket) -> None:
-        self.reader = reader  # gunicorn.http.body.LengthReader
-        self.sock = sock
-        self.flags = socket.MSG_WAITALL if sock.gettimeout() is None else 0
-
-    def read(self, size: int) -> bytes:
-        size = min(size, self.reader.length)
-        if size <= 0:
-            return b""
-        unreader = self.reader.unreader
-        buffered = unreader.buf.seek(0, os.SEEK_END)
-        if buffered:
-            return bytes(self.reader.read(min(size, buffered)))
-        # MSG_WAITALL: a whole piece per call on a blocking socket (gthread's are), one copy from the kernel.
-        data = self.sock.recv(size, self.flags)
-        self.reader.length -= len(data)
-        return data
-
-
-def direct_body(raw: Any, content_length: int) -> GunicornBody | None:
-    """A ``GunicornBody`` for a Django request served by gunicorn over plain HTTP/1.1 with a
-    Content-Length body nobody has read yet; ``None`` otherwise (then the request is read as is)."""
-    environ = getattr(raw, "environ", None)
-    if not isinstance(environ, dict) or getattr(raw, "_read_started", True):
-        return None
-    try:
-        from gunicorn.http.body import Body, LengthReader
-    except ImportError:  # pragma: no cover - another WSGI server
-        return None
-    body = environ.get("wsgi.input")
-    if not isinstance(body, Body) or not isinstance(body.reader, LengthReader):
-        return None
-    sock = getattr(body.reader.unreader, "sock", None)
-    if type(sock) is not socket.socket or body.reader.length != content_length or body.buf.getvalue():
-        return None
-    raw._read_started = True  # the body is ours now: Django must not read it as well
-    return GunicornBody(body.reader, sock)
 
 
 @dataclass
@@ -144,7 +89,7 @@ class MultipartForm:
         if content_length is None:
             raise InvalidRequest("A Content-Length header is required for uploads.", code="missing_content_length")
         self.content_length = content_length
-        self.reader = CountingReader(direct_body(raw, content_length) or raw, content_length)
+        self.reader = CountingReader(raw, content_length)
         self._delimiter = b"\r\n--" + boundary.encode("ascii", "replace")
         # Unread bytes of the body. The first boundary may open the body without a CRLF before it.
         self._buffer = b"\r\n"
@@ -325,106 +270,3 @@ def _incomplete_body() -> InvalidRequest:
 
 def _text(value: str | bytes) -> str:
     return force_str(value, "utf-8", errors="replace").strip()
-
-
-class FileStream:
-    """The file's bytes on their way upstream: counted, hashed, limited and validated per chunk.
-
-    Iterate it or ``read(n)`` from it (the ``providers.base.UploadStream`` protocol). Raises
-    ``PayloadTooLarge`` the moment the limit is crossed and the validator's ``InvalidRequest`` on
-    the first bad line, so the provider aborts the transfer mid-stream. ``on_end`` runs once the
-    last chunk has been handed out, before the provider can treat the file as complete.
-    """
-
-    def __init__(
-        self,
-        chunks: Iterator[bytes],
-        *,
-        max_bytes: int,
-        too_large_message: str,
-        validator: Any | None = None,
-        on_end: Callable[[], None] | None = None,
-    ) -> None:
-        self._chunks = chunks
-        self.max_bytes = max_bytes
-        self.too_large_message = too_large_message
-        self.validator = validator
-        self.on_end = on_end
-        self.bytes_read = 0
-        self._sha256 = hashlib.sha256()
-        self._hashing: Future[None] | None = None
-        self._buffer = b""
-        self._done = False
-
-    @property
-    def sha256(self) -> str:
-        self._wait_for_hash()
-        return self._sha256.hexdigest()
-
-    def _hash(self, chunk: bytes) -> None:
-        # Updates stay in order: the previous chunk is hashed before the next one is handed over.
-        self._wait_for_hash()
-        self._hashing = _HASHER.submit(self._sha256.update, chunk)
-
-    def _wait_for_hash(self) -> None:
-        if self._hashing is not None:
-            self._hashing.result()
-            self._hashing = None
-
-    def ensure_not_empty(self) -> None:
-        """Pull the first chunk now so an empty file is refused before anything goes upstream."""
-        for first in self._chunks:
-            if first:
-                self._chunks = itertools.chain([first], self._chunks)
-                return
-        raise InvalidRequest("The file is empty.", param="file", code="empty_file")
-
-    def _next_chunk(self) -> bytes | None:
-        if self._done:
-            return None
-        for chunk in self._chunks:
-            if not chunk:
-                continue
-            self.bytes_read += len(chunk)
-            if self.bytes_read > self.max_bytes:
-                raise PayloadTooLarge(self.too_large_message, param="file")
-            self._hash(chunk)
-            if self.validator is not None:
-                self.validator.feed(chunk)
-            return chunk
-        self._done = True
-        if self.validator is not None:
-            self.validator.finish()
-        if self.on_end is not None:
-            self.on_end()
-        return None
-
-    def __iter__(self) -> Iterator[bytes]:
-        if self._buffer:
-            buffered, self._buffer = self._buffer, b""
-            yield buffered
-        while (chunk := self._next_chunk()) is not None:
-            yield chunk
-
-    def read(self, size: int = -1) -> bytes:
-        """Up to ``size`` bytes (all that is left if ``size`` < 0, for small files only)."""
-        parts = [self._buffer] if self._buffer else []
-        have = len(self._buffer)
-        while size < 0 or have < size:
-            chunk = self._next_chunk()
-            if chunk is None:
-                break
-            parts.append(chunk)
-            have += len(chunk)
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
-        if size < 0:
-            self._buffer = b""
-            return data
-        self._buffer = data[size:]
-        return data[:size]
-
-    def drain(self) -> None:
-        """Consume what the provider left unread, so limits and validation still see every byte."""
-        self._buffer = b""
-        while self._next_chunk() is not None:
-            pass
