@@ -30,13 +30,25 @@ from openai.types.shared import ErrorObject
 from providers.http import PassThroughProvider
 from tenants.models import ProviderAccount
 from tenants.services import provider_account_create
-from tests.upstream_server import ApiError, FakeHandler, FakeServer, Fault, ReceivedRequest, StoredFile
+from tests.upstream_server import ApiError, FakeHandler, FakeServer, Fault, ReceivedRequest, StoredFile, serving
 
 
 class AzureFileObject(FileObject):
     """Azure's file object: OpenAI's, with Azure's ``FileState`` values (it answers ``pending``)."""
 
     status: Literal["uploaded", "pending", "running", "processed", "error", "deleting", "deleted"]  # type: ignore[assignment]
+
+
+def openai_file(file_id: str, size: int, created: float, filename: str, purpose: str) -> dict[str, Any]:
+    """The fields of OpenAI's file object that OpenAI-compatible APIs (Azure, Groq) all have."""
+    return {
+        "id": file_id,
+        "object": "file",
+        "bytes": size,
+        "created_at": int(created),
+        "filename": filename,
+        "purpose": purpose,
+    }
 
 
 class OpenAIHandler(FakeHandler):
@@ -79,19 +91,23 @@ class OpenAIHandler(FakeHandler):
         if not received.file_field or "purpose" not in fields:
             received.path.unlink(missing_ok=True)
             return self.send_api_error(ApiError(400, "Missing required parameter: 'file' or 'purpose'.", param="file"))
-        file_id = self.fake.new_id()
-        final = self.fake.root / file_id
-        received.path.rename(final)
         extra = {}
         if "expires_after[seconds]" in fields:
             extra["expires_at"] = int(time.time()) + int(fields["expires_after[seconds]"])
         status = "pending" if self.fake.flavor == "azure" else "processed"
-        obj = self.fake.store(
-            file_id, final, received.sha256, received.size, received.filename, fields["purpose"], status, **extra
+        obj = self.fake.register(
+            received.path,
+            received.sha256,
+            received.size,
+            time.time(),
+            filename=received.filename,
+            purpose=fields["purpose"],
+            status=status,
+            **extra,
         )
         if self.fake.flavor == "azure":
             # Azure: 201 Created with a Location header (learn.microsoft.com .../files/upload).
-            location = {"Location": f"{self.fake.url}{self.fake.prefix}/{file_id}"}
+            location = {"Location": f"{self.fake.url}{self.fake.prefix}/{obj['id']}"}
             return self.answer(201, obj, self.fake.file_model(), headers=location)
         return self.answer(200, obj, FileObject)
 
@@ -156,33 +172,23 @@ class FakeFilesServer(FakeServer):
             overrides = {"organization": OPENAI_ORG, "project": OPENAI_PROJECT, **overrides}
         return super().account_config(**overrides)
 
-    def add_file(self, content: bytes, *, filename: str = "outside.txt", purpose: str = "assistants") -> str:
-        """A file made directly on the upstream, outside the gateway. Returns its id."""
-        file_id = self.new_id()
-        path, sha256 = self.write(content)
-        self.store(file_id, path, sha256, len(content), filename, purpose, "processed")
-        return file_id
-
     def new_id(self) -> str:
         if self.flavor == "azure":
             return "file-" + secrets.token_hex(16)
         return "file-" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(22))
 
-    def store(
-        self, file_id: str, path: Path, sha256: str, size: int, filename: str, purpose: str, status: str, **extra: Any
+    def file_object(
+        self,
+        file_id: str,
+        *,
+        size: int,
+        created: float,
+        filename: str = "outside.txt",
+        purpose: str = "assistants",
+        status: str = "processed",
+        **extra: Any,
     ) -> dict[str, Any]:
-        obj = {
-            "id": file_id,
-            "object": "file",
-            "bytes": size,
-            "created_at": int(time.time()),
-            "filename": filename,
-            "purpose": purpose,
-            "status": status,
-            **extra,
-        }
-        self.keep(file_id, obj, path, sha256, obj["created_at"])
-        return obj
+        return {**openai_file(file_id, size, created, filename, purpose), "status": status, **extra}
 
     def file_model(self) -> type[FileObject]:
         return AzureFileObject if self.flavor == "azure" else FileObject
@@ -204,16 +210,12 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def fake_openai(tmp_path: Path, fast_retries: None) -> Iterator[FakeFilesServer]:
-    server = FakeFilesServer(tmp_path / "fake-openai", flavor="openai", api_key=OPENAI_KEY).start()
-    yield server
-    server.stop()
+    yield from serving(FakeFilesServer(tmp_path / "fake-openai", flavor="openai", api_key=OPENAI_KEY))
 
 
 @pytest.fixture
 def fake_azure(tmp_path: Path, fast_retries: None) -> Iterator[FakeFilesServer]:
-    server = FakeFilesServer(tmp_path / "fake-azure", flavor="azure", api_key=AZURE_KEY).start()
-    yield server
-    server.stop()
+    yield from serving(FakeFilesServer(tmp_path / "fake-azure", flavor="azure", api_key=AZURE_KEY))
 
 
 def openai_config(server: FakeFilesServer, **overrides: Any) -> dict[str, Any]:
