@@ -29,6 +29,13 @@ An upload over ``max_upload_bytes`` (500 MB, the Files API request limit) is Clo
 page: https://platform.claude.com/docs/en/api/errors). An upload past ``storage_limit`` is the SDK's
 ``StorageQuotaExceededError``: 400 with ``error_code`` ``storage_quota_exceeded`` (SDK
 ``_error_classes.py``; the older Files guide said 403).
+
+Not confirmed by any source, so chosen and kept simple: the wording of 400 messages other than the
+missing headers; a missing file's 404 as ``not_found_error`` (the errors page's type for 404; the
+Files guide's example shows ``invalid_request_error``); an unknown ``after_id`` / ``before_id``
+giving an empty page; beta file objects carrying ``expires_at`` only when the file expires; the
+filename rules after the SDK's last-path-component cut; ``2026-10-21`` accepted as a version and the
+key accepted as a bearer token (the SDK sends both, so the API must take them).
 """
 
 from __future__ import annotations

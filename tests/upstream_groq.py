@@ -16,6 +16,12 @@ Groq's 401 ``{"error": {"message": "Invalid API Key", "type": "invalid_request_e
 
 ``seed(10_000)`` makes ten thousand files in well under a second, for gateways that page lists
 themselves.
+
+Not confirmed by any source, so chosen and kept simple: the wording and ``code`` of errors other
+than the 401, the error ``type`` of 429 (``requests``, as Groq names exhausted limits) and of 5xx
+answers, the list order (newest first, OpenAI's default), extra form fields being ignored, and the
+413 (Groq states a 100 MB limit for batch files, not how it refuses more; ``max_upload_bytes`` is
+off by default).
 """
 
 from __future__ import annotations
