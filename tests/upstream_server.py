@@ -327,7 +327,7 @@ class FakeServer:
 
     @property
     def origin(self) -> str:
-        """``http://127.0.0.1:PORT``: what an official SDK takes as ``base_url``."""
+        """``http://127.0.0.1:PORT``: the ``base_url`` of the anthropic and groq SDKs (they add the paths)."""
         host, port = self.httpd.server_address[:2]
         return f"http://{host}:{port}"
 
