@@ -27,8 +27,8 @@ from tenants.services import (
 )
 from tests.fakes import FakeProvider
 
-# Fake upstream servers (OpenAI, Azure OpenAI) and their fixtures.
-pytest_plugins = ["tests.upstreams"]
+# Fake upstream servers (OpenAI, Azure OpenAI, Anthropic, Groq) and their fixtures.
+pytest_plugins = ["tests.upstreams", "tests.upstream_anthropic", "tests.upstream_groq"]
 
 # The SDKs must never find real credentials or config on this machine.
 for _name in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
