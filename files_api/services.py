@@ -35,7 +35,7 @@ from config.errors import (
 from files_api.models import AuditEvent, File
 from files_api.serializers import UploadFieldsSerializer
 from files_api.uploads import FileStream, MultipartForm
-from files_api.validation import BatchLineValidator, clean_filename
+from files_api.validation import clean_filename
 from providers import registry
 from providers.base import (
     CHUNK_SIZE,
@@ -49,6 +49,7 @@ from providers.base import (
     RemoteFile,
     UploadOptions,
 )
+from providers.batch import BatchLineValidator
 from tenants.models import ApiKey, Organization, ProviderAccount
 from tenants.services import (
     provider_account_get,
@@ -172,7 +173,7 @@ def _checked_stream(
         chunks,
         max_bytes=limit,
         too_large_message=too_large,
-        validator=BatchLineValidator() if purpose == "batch" else None,
+        validator=BatchLineValidator(max_line_bytes=settings.BATCH_LINE_MAX_BYTES) if purpose == "batch" else None,
         on_end=on_end,
     )
 
