@@ -225,8 +225,10 @@ def _image(number: int, where: str, spec: Any, rules: ChatRules) -> Image:
         return Image(media_type, data=url[match.end() :])
     scheme = url.partition(":")[0].lower()
     if scheme == "gs" and "gs" in rules.image_schemes:
-        extension = url.rpartition(".")[2].lower()
-        return Image(_image_type(number, where, IMAGE_EXTENSIONS.get(extension, f".{extension} file"), rules), uri=url)
+        extension = url.rpartition("/")[2].rpartition(".")[2].lower()
+        if extension not in IMAGE_EXTENSIONS:
+            raise line_error(number, f"{where}.url must end in an image extension (.png, .jpeg, ...) telling its type")
+        return Image(_image_type(number, where, IMAGE_EXTENSIONS[extension], rules), uri=url)
     if scheme == "data":
         raise line_error(number, f"{where}.url must be a data:<image type>;base64,<data> URL")
     accepted = "a base64 data: URL" + (" or a gs:// URI" if "gs" in rules.image_schemes else "")
