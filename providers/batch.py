@@ -70,7 +70,7 @@ OPENAI_KEYS = frozenset({"custom_id", "method", "url", "body"})
 # pass and no backtracking memory), an opening or closing bracket, a comma or colon, or a quote that
 # opens a string never closed.
 _TOKEN = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"|([\[{])|([\]}])|([,:])|(")')
-_OPEN, _CLOSE, _SEPARATOR, _UNTERMINATED = 1, 2, 3, 4
+_OPEN, _CLOSE, _UNTERMINATED = 1, 2, 4  # the groups of _TOKEN (3 is a comma or colon)
 
 
 def line_error(number: int, problem: str) -> InvalidRequest:

@@ -115,7 +115,7 @@ def read_chat(number: int, body: dict[str, Any], rules: ChatRules, model: str) -
         key = "max_tokens" if name == "max_completion_tokens" else name
         if key in rules.params:
             value = _read_param(number, name, value, rules)
-            if params.setdefault(key, value) != value:
+            if params.setdefault(key, value) != value:  # max_tokens alone can come twice
                 raise line_error(number, "body.max_tokens and body.max_completion_tokens disagree")
         elif not _is_default(name, value):
             raise line_error(number, f"body.{name} is not supported for {rules.name}")
