@@ -219,6 +219,8 @@ CREDENTIAL_KEYS = [key.strip() for key in env_secret("CREDENTIAL_KEYS", "").spli
 DEFAULT_STORAGE_QUOTA_BYTES = env_int("DEFAULT_STORAGE_QUOTA_BYTES", 100 * 1024**3)
 DEFAULT_MAX_FILE_SIZE_BYTES = env_int("DEFAULT_MAX_FILE_SIZE_BYTES", 512 * 1024**2)
 DEFAULT_BATCH_MAX_SIZE_BYTES = env_int("DEFAULT_BATCH_MAX_SIZE_BYTES", 50 * 1024**2)
+# One batch line is parsed whole: this caps what a line can cost (a longer one is a 400 at once).
+BATCH_LINE_MAX_BYTES = env_int("BATCH_LINE_MAX_BYTES", 8 * 1024**2)
 BATCH_FILE_DEFAULT_TTL_SECONDS = env_int("BATCH_FILE_DEFAULT_TTL_SECONDS", 30 * 24 * 3600)
 QUOTA_RESERVATION_TTL_SECONDS = env_int("QUOTA_RESERVATION_TTL_SECONDS", 6 * 3600)
 # A retrieve of a pass-through file in a final state (processed, error) is answered from the gateway's

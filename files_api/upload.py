@@ -33,8 +33,9 @@ from files_api.models import AuditEvent, File
 from files_api.multipart import FilePart, MultipartForm
 from files_api.selectors import file_as_remote
 from files_api.serializers import UploadFieldsSerializer
-from files_api.validation import BatchLineValidator, clean_filename
+from files_api.validation import clean_filename
 from providers.base import CHUNK_SIZE, UPLOAD, Provider, RemoteFile, UploadOptions
+from providers.batch import BatchLineValidator
 from tenants.models import ApiKey, Organization, ProviderAccount, QuotaReservation
 from tenants.services import provider_account_resolve, provider_for, quota_commit, quota_release, quota_reserve
 
@@ -167,7 +168,9 @@ def _file_stream(
             chunks,
             max_bytes=purpose_limit.max_bytes,
             too_large_message=purpose_limit.message,
-            validator=BatchLineValidator() if fields.purpose == "batch" else None,
+            validator=BatchLineValidator(max_line_bytes=settings.BATCH_LINE_MAX_BYTES)
+            if fields.purpose == "batch"
+            else None,
             on_end=on_end,
         )
         stream.ensure_not_empty()

@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from django.test import override_settings
 
 from config.errors import InvalidRequest, PayloadTooLarge
 from files_api.models import PURPOSES, File
 from files_api.upload import FileStream, file_upload
-from files_api.validation import BATCH_ENDPOINTS, BatchLineValidator, clean_filename
+from files_api.validation import clean_filename
 from providers.base import UploadOptions
+from providers.batch import BATCH_ENDPOINTS, BOM, MAX_LINE_DEPTH, BatchLineValidator
 from tenants.models import Organization
 from tenants.services import provider_for
 from tests.conftest import (
@@ -97,12 +99,17 @@ def _late_fields(*fields: tuple[str, str, None], filename: str = "late.txt") -> 
     return lambda t: post_raw(t.client, multipart_body(("file", b"late bytes\n", filename), *fields))
 
 
+@override_settings(BATCH_LINE_MAX_BYTES=1000)
+def _long_line(t: Tenant) -> Any:
+    return upload(t.client, batch_line("a") + batch_line("b", pad="x" * 1000), filename="long.jsonl", purpose="batch")
+
+
 # fmt: off
 BATCH_LINE_RULES = [
     Rejection("batch_line_not_json", _batch(batch_line("a") + b"{not json\n"), 400, "invalid_batch_file", "file",
               "Invalid batch file: line 2: the line is not valid JSON."),
     Rejection("batch_line_not_utf8", _batch(b'{"custom_id": "\xff\xfe"}\n'), 400, "invalid_batch_file", "file",
-              "Invalid batch file: line 1: the line is not valid JSON."),
+              "Invalid batch file: line 1: the line is not valid UTF-8."),
     Rejection("batch_line_not_an_object", _batch(b"[1, 2]\n"), 400, "invalid_batch_file", "file",
               "Invalid batch file: line 1: the line is not a JSON object."),
     Rejection("batch_line_without_custom_id",
@@ -129,6 +136,16 @@ BATCH_LINE_RULES = [
               "invalid_batch_file", "file", "Invalid batch file: line 2: the line is empty."),
     Rejection("batch_file_without_lines", _batch(b"   "), 400, "invalid_batch_file", "file",
               "Invalid batch file: line 1: the file has no request lines."),
+    Rejection("batch_first_line_with_bom", _batch(BOM + batch_line("a")), 400, "invalid_batch_file", "file",
+              "Invalid batch file: line 1: the line starts with a UTF-8 byte order mark; save the file as UTF-8 "
+              "without a byte order mark."),
+    Rejection("batch_later_line_with_bom", _batch(batch_line("a") + BOM + batch_line("b")), 400, "invalid_batch_file",
+              "file", "Invalid batch file: line 2: the line starts with a UTF-8 byte order mark"),
+    Rejection("batch_line_nested_200000_deep", _batch(batch_line("a") + b"[" * 200_000 + b"]" * 200_000 + b"\n"),
+              400, "invalid_batch_file", "file",
+              f"Invalid batch file: line 2: the line is nested deeper than {MAX_LINE_DEPTH} levels."),
+    Rejection("batch_line_longer_than_the_cap", _long_line, 400, "invalid_batch_file", "file",
+              "Invalid batch file: line 2: the line is longer than 1000 bytes."),
     Rejection("batch_last_line_without_newline_invalid", _batch(batch_line("a") + b'{"custom_id": "b"}'), 400,
               "invalid_batch_file", "file", "Invalid batch file: line 2: 'method' must be \"POST\"."),
 ]
@@ -433,7 +450,7 @@ def test_filestream_runs_on_end_and_finishes_the_validator_once_after_the_last_c
     stream = FileStream(
         iter([batch_line("a")]), max_bytes=10_000, too_large_message="too big", on_end=lambda: ends.append("end")
     )
-    stream.validator = BatchLineValidator()
+    stream.validator = BatchLineValidator(max_line_bytes=MIB)
     list(stream)
     stream.drain()
     assert ends == ["end"]
@@ -442,7 +459,9 @@ def test_filestream_runs_on_end_and_finishes_the_validator_once_after_the_last_c
 
 def test_filestream_validates_batch_lines_as_chunks_pass() -> None:
     source, pulled = counted(iter([batch_line("a"), b"not json\n", batch_line("c"), batch_line("d")]))
-    stream = FileStream(source, max_bytes=10_000, too_large_message="too big", validator=BatchLineValidator())
+    stream = FileStream(
+        source, max_bytes=10_000, too_large_message="too big", validator=BatchLineValidator(max_line_bytes=MIB)
+    )
     with pytest.raises(InvalidRequest, match="line 2: the line is not valid JSON"):
         list(stream)
     assert pulled == [2]
@@ -453,32 +472,6 @@ def test_filestream_drain_applies_the_limit_to_bytes_the_provider_left_unread() 
     assert stream.read(2) == b"xx"
     with pytest.raises(PayloadTooLarge):
         stream.drain()
-
-
-def test_batch_validator_checks_lines_split_across_any_chunk_boundary() -> None:
-    content = batch_line("a") + batch_line("b") + batch_line("a")
-    validator = BatchLineValidator()
-    with pytest.raises(InvalidRequest, match="line 3: 'custom_id' 'a' is used by an earlier line"):
-        for n in range(len(content)):
-            validator.feed(content[n : n + 1])
-        validator.finish()
-
-
-def test_batch_validator_accepts_lines_fed_byte_by_byte() -> None:
-    content = batch_lines(3)
-    validator = BatchLineValidator()
-    for n in range(len(content)):
-        validator.feed(content[n : n + 1])
-    validator.finish()
-    assert validator.line_number == 3
-    assert validator.custom_ids == {"req-0", "req-1", "req-2"}
-
-
-def test_batch_validator_errors_name_the_file_param_and_batch_code() -> None:
-    validator = BatchLineValidator()
-    with pytest.raises(InvalidRequest) as raised:
-        validator.feed(b"{}\n")
-    assert (raised.value.status_code, raised.value.param, raised.value.code) == (400, "file", "invalid_batch_file")
 
 
 @pytest.mark.parametrize(

@@ -26,9 +26,9 @@ from config.errors import (
 )
 from files_api.models import File
 from files_api.upload import FileStream
-from files_api.validation import BatchLineValidator
 from providers import registry
 from providers.base import CHUNK_SIZE, UploadOptions
+from providers.batch import BatchLineValidator
 from providers.openai import OpenAIProvider
 from tests.conftest import batch_line
 from tests.upstreams import OPENAI_KEY, OPENAI_ORG, OPENAI_PROJECT, FakeFilesServer, add_upstream_account, openai_config
@@ -115,11 +115,15 @@ def test_it_sends_no_organization_or_project_headers_unless_configured(fake_open
         ([b"x" * 500_000] * 4, None, PayloadTooLarge),
         (
             [batch_line("a") * 1, batch_line("b"), b"{not json}\n", batch_line("c")],
-            BatchLineValidator(),
+            BatchLineValidator(max_line_bytes=CHUNK_SIZE),
             InvalidRequest,
         ),
         # The last line has no newline: only the validator's finish() sees it, after the last chunk.
-        ([batch_line("a"), batch_line("b"), b'{"custom_id": "c"}'], BatchLineValidator(), InvalidRequest),
+        (
+            [batch_line("a"), batch_line("b"), b'{"custom_id": "c"}'],
+            BatchLineValidator(max_line_bytes=CHUNK_SIZE),
+            InvalidRequest,
+        ),
     ],
     ids=["too-large", "bad-batch-line", "bad-last-line"],
 )
@@ -138,7 +142,9 @@ def test_a_stream_error_midway_aborts_the_upload_and_leaves_nothing_upstream(
 
 def test_a_valid_batch_file_goes_through_whole(provider, fake_openai):
     lines = [batch_line(f"req-{n}") for n in range(50)]
-    remote = provider.upload(file_stream(*lines, validator=BatchLineValidator()), options(purpose="batch"))
+    remote = provider.upload(
+        file_stream(*lines, validator=BatchLineValidator(max_line_bytes=CHUNK_SIZE)), options(purpose="batch")
+    )
     assert fake_openai.content_of(remote.id) == b"".join(lines)
 
 
