@@ -3,7 +3,8 @@
 Quota bytes move through three states. ``quota_reserve`` holds bytes for an upload in flight with
 one conditional UPDATE; ``quota_commit`` turns the hold into used bytes (at the file's real size) in
 the same transaction that records the file; ``quota_release`` gives the hold back on failure. A
-hold whose worker died is reclaimed by ``quota_reclaim_stale`` after QUOTA_RESERVATION_TTL_SECONDS.
+hold whose worker died is reclaimed by ``quota_reclaim_stale`` after QUOTA_RESERVATION_TTL_SECONDS;
+should that upload finish after all, it is charged only if the quota has room for it then.
 """
 
 from __future__ import annotations
@@ -312,24 +313,46 @@ def quota_reserve(*, organization_id: int, nbytes: int) -> QuotaReservation:
                 return QuotaReservation.objects.create(organization_id=organization_id, bytes=nbytes)
         if attempt == 0 and not quota_reclaim_stale(organization_id=organization_id):
             break
+    raise _quota_exceeded(organization_id, f"This upload needs up to {nbytes} bytes")
+
+
+def _quota_exceeded(organization_id: int, needs: str) -> QuotaExceeded:
     org = Organization.objects.get(pk=organization_id)
-    raise QuotaExceeded(
-        f"This upload needs up to {nbytes} bytes but the organization has {org.available_bytes} of its "
-        f"{org.storage_quota_bytes}-byte storage quota left. Delete files or ask for a higher quota."
+    return QuotaExceeded(
+        f"{needs} but the organization has {org.available_bytes} of its {org.storage_quota_bytes}-byte "
+        "storage quota left. Delete files or ask for a higher quota."
     )
 
 
 def quota_commit(*, reservation: QuotaReservation, actual_bytes: int) -> None:
-    """Turn a hold into used bytes at the file's real size. Call inside the transaction that records the file."""
+    """Turn a hold into used bytes at the file's real size. Call inside the transaction that records the file.
+
+    A hold that ``quota_reclaim_stale`` took back (its upload outlived QUOTA_RESERVATION_TTL_SECONDS)
+    may since have gone to other uploads: the file is then charged only if the quota has room for it
+    now, decided by one conditional UPDATE as in ``quota_reserve``. Raises ``QuotaExceeded`` when it
+    has not, having charged nothing: the caller's transaction must not record the file, and the
+    caller removes its upstream copy.
+    """
     deleted, _ = QuotaReservation.objects.filter(pk=reservation.pk).delete()
-    held = reservation.bytes if deleted else 0
-    if not deleted:
-        # The hold outlived QUOTA_RESERVATION_TTL_SECONDS and was reclaimed. The file exists, so it
-        # is charged anyway; the org may end up slightly over quota, which we accept and log.
-        logger.warning("quota reservation %s was reclaimed before commit", reservation.pk)
-    Organization.objects.filter(pk=reservation.organization_id).update(
-        reserved_bytes=F("reserved_bytes") - held, used_bytes=F("used_bytes") + actual_bytes
+    organization = Organization.objects.filter(pk=reservation.organization_id)
+    if deleted:
+        organization.update(
+            reserved_bytes=F("reserved_bytes") - reservation.bytes, used_bytes=F("used_bytes") + actual_bytes
+        )
+        return
+    charged = organization.filter(
+        used_bytes__lte=F("storage_quota_bytes") - F("reserved_bytes") - actual_bytes,
+    ).update(used_bytes=F("used_bytes") + actual_bytes)
+    logger.warning(
+        "quota reservation %s was reclaimed before its upload finished; the file was %s",
+        reservation.pk,
+        "charged within the quota" if charged else "refused: the quota has no room for it now",
     )
+    if not charged:
+        raise _quota_exceeded(
+            reservation.organization_id,
+            f"This upload took longer than the reservation timeout; it needs {actual_bytes} bytes",
+        )
 
 
 def quota_release(*, reservation: QuotaReservation) -> None:
@@ -348,7 +371,8 @@ def quota_free(*, organization_id: int, nbytes: int) -> None:
 
 
 def quota_reclaim_stale(*, organization_id: int | None = None) -> int:
-    """Release holds older than QUOTA_RESERVATION_TTL_SECONDS (their workers died). Returns how many."""
+    """Release holds older than QUOTA_RESERVATION_TTL_SECONDS (their workers died, or their uploads
+    outlived the timeout: ``quota_commit`` then charges them afresh). Returns how many."""
     cutoff = timezone.now() - timedelta(seconds=settings.QUOTA_RESERVATION_TTL_SECONDS)
     stale = QuotaReservation.objects.filter(created_at__lt=cutoff)
     if organization_id is not None:

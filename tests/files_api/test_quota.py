@@ -254,6 +254,54 @@ def test_a_commit_after_the_hold_was_reclaimed_still_charges_the_file(tenant_a: 
     assert (current.used_bytes, current.reserved_bytes) == (80, 0)
 
 
+def test_a_late_commit_is_refused_when_its_reclaimed_hold_was_given_to_another_upload(tenant_a: Tenant) -> None:
+    set_quota(tenant_a, 1000)
+    late = quota_reserve(organization_id=tenant_a.org.pk, nbytes=600)
+    backdate(late)
+    # The hold counts as abandoned: the next upload takes its room (reclaiming it) and is charged.
+    quota_commit(reservation=quota_reserve(organization_id=tenant_a.org.pk, nbytes=600), actual_bytes=600)
+    with pytest.raises(QuotaExceeded):
+        quota_commit(reservation=late, actual_bytes=600)
+    current = org(tenant_a)
+    assert (current.used_bytes, current.reserved_bytes) == (600, 0)
+
+
+def test_a_late_commit_is_charged_only_within_what_other_holds_leave(tenant_a: Tenant) -> None:
+    set_quota(tenant_a, 1000)
+    late = quota_reserve(organization_id=tenant_a.org.pk, nbytes=500)
+    backdate(late)
+    quota_reclaim_stale()
+    quota_reserve(organization_id=tenant_a.org.pk, nbytes=700)  # an upload still in flight
+    with pytest.raises(QuotaExceeded):
+        quota_commit(reservation=late, actual_bytes=400)
+    assert (org(tenant_a).used_bytes, org(tenant_a).reserved_bytes) == (0, 700)
+    quota_commit(reservation=late, actual_bytes=300)  # what is left fits it exactly
+    assert (org(tenant_a).used_bytes, org(tenant_a).reserved_bytes) == (300, 700)
+
+
+def test_an_upload_whose_hold_was_reclaimed_and_given_away_is_refused_and_removed_upstream(
+    tenant_a: Tenant, fake_account_a: Any, fake_provider: type[FakeProvider], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upload outlives QUOTA_RESERVATION_TTL_SECONDS; meanwhile another upload fills the quota."""
+    set_quota(tenant_a, 6000)
+    upload_to_fake = FakeProvider.upload
+
+    def slow_upload(provider: FakeProvider, stream: Any, options: Any) -> Any:
+        remote = upload_to_fake(provider, stream, options)
+        for reservation in QuotaReservation.objects.all():
+            backdate(reservation)
+        assert upload(tenant_a.client, b"y" * 5000).status_code == 200  # reclaims the hold, takes the room
+        return remote
+
+    monkeypatch.setattr(FakeProvider, "upload", slow_upload)
+    response = upload(tenant_a.client, b"x" * 3000, account="fake")
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "storage_quota_exceeded"
+    assert fake_provider.files == {}  # no record will point at it: deleted upstream
+    assert [file.bytes for file in File.objects.filter(organization=tenant_a.org)] == [5000]
+    assert_usage_exact(tenant_a)
+
+
 RACERS = 12
 FITS = 5
 
