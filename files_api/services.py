@@ -185,13 +185,20 @@ def _expires_after(purpose: str, fields: dict[str, Any]) -> int | None:
 
 
 def file_create(
-    *, api_key: ApiKey, account_name: str | None, body: Any, content_type: str, content_length: int | None
+    *,
+    api_key: ApiKey,
+    account_name: str | None,
+    body: Any,
+    content_type: str,
+    content_length: int | None,
+    content_encoding: str = "",
 ) -> RemoteFile:
     """Stream the multipart ``body``'s file to the named (or default) account's provider and record it.
 
     Sequence: check the size limit, reserve quota, stream to the provider (limits, checksum and
     batch validation applied per chunk), record the file and commit the quota. Raises
-    ``InvalidRequest``, ``PayloadTooLarge``, ``QuotaExceeded``, ``UnsupportedOperation`` and the
+    ``InvalidRequest`` (also for a compressed body: any ``content_encoding`` but identity),
+    ``PayloadTooLarge``, ``QuotaExceeded``, ``UnsupportedOperation`` and the
     provider's ``Upstream*`` errors; after any of them nothing is recorded or charged, and a failed
     ``file.create`` audit event says why.
     """
@@ -200,7 +207,10 @@ def file_create(
         account = provider_account_resolve(organization=api_key.organization, name=account_name)
         # DRF hands over no stream at all for an empty body; read that as an empty body.
         form = MultipartForm(
-            body if body is not None else io.BytesIO(), content_type=content_type, content_length=content_length
+            body if body is not None else io.BytesIO(),
+            content_type=content_type,
+            content_length=content_length,
+            content_encoding=content_encoding,
         )
         return _upload(api_key=api_key, account=account, form=form)
     except Exception as exc:
