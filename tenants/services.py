@@ -10,6 +10,7 @@ should that upload finish after all, it is charged only if the quota has room fo
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import hmac
 import logging
@@ -42,13 +43,15 @@ MAX_CACHE_ENTRIES = 10_000
 
 # Live keys this process authenticated in the last API_KEY_CACHE_SECONDS, by their hash: the key's
 # query was about a third of a retrieve's CPU. Only live keys are cached, so unknown and revoked
-# keys always ask the database.
+# keys always ask the database. A key revoked or deleted in this process (deleted through the ORM
+# too, in admin or with its organisation: ``api_key_forget_deleted`` receives post_delete) leaves the
+# cache at once; other processes see it within their entry's lifetime.
 _api_keys: dict[str, tuple[float, ApiKey]] = {}
 _cache_lock = threading.Lock()  # guards both caches' writes
 # Provider accounts by id, for PROVIDER_ACCOUNT_CACHE_SECONDS: a retrieve then reads its file alone,
 # without a join whose compilation costs as much as the rest of the query.
 _accounts: dict[int, tuple[float, ProviderAccount]] = {}
-# Bumped (under _cache_lock) by every revoke or clear: a key read from the database before one is not
+# Bumped (under _cache_lock) by every revoke, deletion or clear: a key read from the database before one is not
 # cached, so a revoke that lands between another request's read and its cache write still wins.
 _api_key_generation = 0
 _account_generation = 0  # the same for provider_account_forget
@@ -86,11 +89,36 @@ def api_key_create(*, organization: Organization, name: str = "") -> IssuedKey:
 
 def api_key_revoke(*, api_key: ApiKey) -> None:
     """Revoke the key. This process refuses it at once; other processes within API_KEY_CACHE_SECONDS."""
-    global _api_key_generation
     ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    _forget_api_key(api_key.key_hash)
+
+
+def api_key_delete(*, api_key: ApiKey) -> None:
+    """Delete the key (its files and audit events keep no key). This process refuses it at once;
+    other processes within API_KEY_CACHE_SECONDS. Deleting a deleted key does nothing."""
+    ApiKey.objects.filter(pk=api_key.pk).delete()
+    _forget_api_key(api_key.key_hash)
+
+
+def api_key_forget_deleted(sender: type[ApiKey], instance: ApiKey, **kwargs: Any) -> None:
+    """``post_delete`` receiver (connected in ``TenantsConfig.ready``): a key deleted through the ORM,
+    on its own or with its organisation, leaves this process's cache at once."""
+    _forget_api_key(instance.key_hash, using=kwargs.get("using"))
+
+
+def _forget_api_key(key_hash: str, *, using: str | None = None) -> None:
+    _evict_api_key(key_hash)
+    # Inside a transaction, other requests still find the row until the commit, and one of them may
+    # cache the key again meanwhile: forget it once more then (at once outside a transaction).
+    transaction.on_commit(functools.partial(_evict_api_key, key_hash), using=using)
+
+
+def _evict_api_key(key_hash: str) -> None:
+    global _api_key_generation
     with _cache_lock:
+        # A request that read the key before this point must not cache it after (see api_key_authenticate).
         _api_key_generation += 1
-        _api_keys.pop(api_key.key_hash, None)
+        _api_keys.pop(key_hash, None)
 
 
 def _private_copy(instance: _Model) -> _Model:
