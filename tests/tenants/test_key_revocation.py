@@ -110,19 +110,26 @@ def test_a_cached_organisation_deleted_elsewhere_is_refused_within_the_cache_tim
     assert not accepted(elsewhere.api_key_authenticate, tenant_a)
 
 
-def test_a_key_deleted_while_it_is_being_looked_up_is_not_cached(
-    tenant_a: Tenant, monkeypatch: pytest.MonkeyPatch
+REMOVALS = {
+    "revoke": lambda api_key: api_key_revoke(api_key=api_key),
+    "delete": lambda api_key: ApiKey.objects.filter(pk=api_key.pk).delete(),
+}
+
+
+@pytest.mark.parametrize("removal", list(REMOVALS))
+def test_a_key_removed_while_it_is_being_looked_up_is_not_cached(
+    tenant_a: Tenant, monkeypatch: pytest.MonkeyPatch, removal: str
 ) -> None:
-    """A deletion that lands between another request's database read and its cache write must win."""
+    """A revoke or deletion that lands between another request's database read and its cache write must win."""
     live = services._live_api_key
 
-    def read_then_delete(plaintext: str, key_hash: str) -> ApiKey:
+    def read_then_remove(plaintext: str, key_hash: str) -> ApiKey:
         api_key = live(plaintext, key_hash)
-        ApiKey.objects.filter(pk=api_key.pk).delete()  # another thread deletes it meanwhile
+        REMOVALS[removal](api_key)  # another thread revokes or deletes it meanwhile
         return api_key
 
-    monkeypatch.setattr(services, "_live_api_key", read_then_delete)
-    api_key_authenticate(plaintext=tenant_a.key)  # this request read the key while it existed
+    monkeypatch.setattr(services, "_live_api_key", read_then_remove)
+    api_key_authenticate(plaintext=tenant_a.key)  # this request read the key while it was live
     monkeypatch.setattr(services, "_live_api_key", live)
     assert not accepted(api_key_authenticate, tenant_a)
 
