@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -341,6 +341,31 @@ def test_concurrent_reservations_never_exceed_the_quota() -> None:
     assert Counter(race(reserve, RACERS)) == {"granted": FITS, "refused": RACERS - FITS}
     assert org(tenant).reserved_bytes == FITS * 100
     assert QuotaReservation.objects.count() == FITS
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_late_commits_are_charged_exactly_as_far_as_the_quota_fits() -> None:
+    tenant = make_tenant("racers", storage_quota_bytes=RACERS * 100)
+    late = [quota_reserve(organization_id=tenant.org.pk, nbytes=100) for _ in range(RACERS)]
+    for reservation in late:
+        backdate(reservation)
+    # Other uploads take the reclaimed room, leaving enough for FITS of the late ones.
+    quota_commit(
+        reservation=quota_reserve(organization_id=tenant.org.pk, nbytes=(RACERS - FITS) * 100),
+        actual_bytes=(RACERS - FITS) * 100,
+    )
+
+    def commit(n: int) -> str:
+        try:
+            with transaction.atomic():
+                quota_commit(reservation=late[n], actual_bytes=100)
+        except QuotaExceeded:
+            return "refused"
+        return "charged"
+
+    assert Counter(race(commit, RACERS)) == {"charged": FITS, "refused": RACERS - FITS}
+    assert (org(tenant).used_bytes, org(tenant).reserved_bytes) == (RACERS * 100, 0)
 
 
 @pytest.mark.postgres
