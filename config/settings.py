@@ -180,8 +180,8 @@ BEHIND_TLS_PROXY = env_bool("BEHIND_TLS_PROXY", False)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if BEHIND_TLS_PROXY else None
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", BEHIND_TLS_PROXY)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
-TLS_IN_USE = BEHIND_TLS_PROXY or SECURE_SSL_REDIRECT
-SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600 if TLS_IN_USE else 0)
+_tls_in_use = BEHIND_TLS_PROXY or SECURE_SSL_REDIRECT
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600 if _tls_in_use else 0)
 # Both bind every subdomain of the host (preload only once the domain is on browsers' preload lists):
 # the operator's decision, so off unless set.
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)

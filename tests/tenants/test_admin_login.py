@@ -63,6 +63,15 @@ def test_fewer_failures_than_the_limit_do_not_lock_out(admin_user: Any) -> None:
     assert log_in(client, PASSWORD).status_code == 302
 
 
+def test_a_successful_login_clears_the_failures_before_it(admin_user: Any) -> None:
+    client = Client(REMOTE_ADDR="203.0.113.7")
+    for _ in range(2):
+        for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+            assert log_in(client, "a-guess").status_code == 200
+        assert log_in(client, PASSWORD).status_code == 302
+        client.logout()
+
+
 def test_the_lockout_ends_after_the_lockout_time(admin_user: Any) -> None:
     client = Client(REMOTE_ADDR="203.0.113.7")
     fail_until_the_limit(client)
@@ -83,6 +92,8 @@ from django.conf import settings
 from django.test import Client
 
 from axes.models import AccessAttempt
+# Tests check who may log in, not the hash: the fast hasher, as tests.conftest sets it.
+settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 call_command("migrate", verbosity=0)
 get_user_model().objects.create_superuser(username="root", email="", password="the-right-password")
 proxy = {"REMOTE_ADDR": "10.0.0.2", "HTTP_X_FORWARDED_PROTO": "https"}
