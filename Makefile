@@ -14,10 +14,11 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 
 venv: $(BIN)/.installed
 
+# DEBUG is off unless set: `make run` is the one place that turns it on (development keys, debug pages).
 run: venv
-	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py setup_demo --base-url http://$(HOST):$(PORT)
-	$(BIN)/python manage.py runserver $(HOST):$(PORT)
+	DEBUG=true $(BIN)/python manage.py migrate --noinput
+	DEBUG=true $(BIN)/python manage.py setup_demo --base-url http://$(HOST):$(PORT)
+	DEBUG=true $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from cryptography.fernet import Fernet
+
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "bench" / ".work" / "profile"
 sys.path.insert(0, str(ROOT))
@@ -32,6 +34,7 @@ def configure() -> None:
             "DJANGO_SETTINGS_MODULE": "config.settings",
             "DEBUG": "false",
             "SECRET_KEY": "bench-profile-secret-key-not-for-production-use",
+            "CREDENTIAL_KEYS": Fernet.generate_key().decode(),  # required with DEBUG off
             "DATA_DIR": str(WORK / "data"),
             "ALLOWED_HOSTS": "127.0.0.1",
             "DATABASE_URL": f"sqlite:///{WORK / 'db.sqlite3'}",

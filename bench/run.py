@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+from cryptography.fernet import Fernet
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -218,6 +219,7 @@ def gateway_env() -> dict[str, str]:
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "DEBUG": "false",
         "SECRET_KEY": "bench-" + secrets.token_urlsafe(32),
+        "CREDENTIAL_KEYS": Fernet.generate_key().decode(),  # required with DEBUG off
         "DATA_DIR": str(WORK / "data"),
         "ALLOWED_HOSTS": HOST,
         "LOG_LEVEL": "WARNING",

@@ -1,14 +1,16 @@
 """filegate settings: everything comes from the environment, with defaults that run as-is.
 
-With no variable set the project runs on SQLite and stores files under ``.data/``. Set
-``DATABASE_URL`` for PostgreSQL, and ``DEBUG=false`` plus a real ``SECRET_KEY`` for production.
-Per-tenant provider credentials are never settings: they live encrypted in the database.
+``DEBUG`` is off unless ``DEBUG=true`` (``make run`` sets it), so production is the default: then a
+real ``SECRET_KEY`` and ``CREDENTIAL_KEYS`` are required. With ``DEBUG=true`` and nothing else set, the
+project runs on SQLite with development keys and stores files under ``.data/``; ``DATABASE_URL`` selects
+PostgreSQL. Per-tenant provider credentials are never settings: they live encrypted in the database.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -58,10 +60,14 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
 
 
-DEBUG = env_bool("DEBUG", True)
+# Off unless asked for: a debug page shows request headers (provider keys among them) and settings.
+DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = env_secret("SECRET_KEY", DEV_SECRET_KEY)
 if not DEBUG and SECRET_KEY == DEV_SECRET_KEY:
-    raise ImproperlyConfigured("Set SECRET_KEY (or SECRET_KEY_FILE): DEBUG is off and the development key is in use.")
+    raise ImproperlyConfigured(
+        "Set SECRET_KEY (or SECRET_KEY_FILE): DEBUG is off and the development key is in use. "
+        "To develop without keys, set DEBUG=true (make run does)."
+    )
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
@@ -79,6 +85,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "tenants.apps.TenantsConfig",
     "files_api.apps.FilesApiConfig",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -93,6 +100,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a locked-out admin login into a 429.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -147,6 +156,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# django-axes first: it refuses a locked-out client before any password is checked.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -166,8 +178,34 @@ STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / ".data" / "static")))
 WHITENOISE_USE_FINDERS = True
 warnings.filterwarnings("ignore", message="No directory at: ", category=UserWarning)
 
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY", False) else None
+# TLS is in use when a proxy terminates it (its X-Forwarded-Proto is then trusted) or when
+# SECURE_SSL_REDIRECT says clients must use https. Then plain HTTP is redirected to https (the health
+# checks excepted: load balancers probe them over plain HTTP) and browsers are told to use https
+# only (HSTS) for SECURE_HSTS_SECONDS.
+BEHIND_TLS_PROXY = env_bool("BEHIND_TLS_PROXY", False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if BEHIND_TLS_PROXY else None
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", BEHIND_TLS_PROXY)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+_tls_in_use = BEHIND_TLS_PROXY or SECURE_SSL_REDIRECT
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600 if _tls_in_use else 0)
+# Both bind every subdomain of the host (preload only once the domain is on browsers' preload lists):
+# the operator's decision, so off unless set.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
+
+# Admin login throttling (django-axes): after ADMIN_LOGIN_FAILURE_LIMIT failed logins from one client
+# address, that address is refused (429) for ADMIN_LOGIN_LOCKOUT_SECONDS, even with the right password.
+# Failures are counted in the database, so every process and instance shares the count; a
+# successful login clears it. `python manage.py axes_reset` lifts every lock-out at once.
+AXES_FAILURE_LIMIT = env_int("ADMIN_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(seconds=env_int("ADMIN_LOGIN_LOCKOUT_SECONDS", 15 * 60))
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]
+AXES_RESET_ON_SUCCESS = True
+# Behind the TLS proxy every request comes from the proxy's address: the client's is the one the proxy
+# appended to X-Forwarded-For, the right-most (what a client sends itself stays to its left).
+AXES_IPWARE_PROXY_ORDER = "right-most"
+AXES_IPWARE_META_PRECEDENCE_ORDER = ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR") if BEHIND_TLS_PROXY else ("REMOTE_ADDR",)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.ApiKeyAuthentication"],
@@ -212,8 +250,15 @@ LOGGING = {
 
 # Credential encryption: comma-separated Fernet keys. The first encrypts, all decrypt, so a new key
 # goes first and the old one stays until `rotate_credentials` has re-encrypted every account.
-# Unset, a key is derived from SECRET_KEY (fine for development, but then SECRET_KEY cannot rotate).
+# Required when DEBUG is off; with DEBUG on and none set, a key is derived from SECRET_KEY (then the
+# credentials are only as secret as SECRET_KEY, and SECRET_KEY cannot rotate without losing them).
 CREDENTIAL_KEYS = [key.strip() for key in env_secret("CREDENTIAL_KEYS", "").split(",") if key.strip()]
+if not DEBUG and not CREDENTIAL_KEYS:
+    raise ImproperlyConfigured(
+        "Set CREDENTIAL_KEYS (or CREDENTIAL_KEYS_FILE): DEBUG is off, and provider credentials are not "
+        "encrypted with a key derived from SECRET_KEY in production. Generate a key with: python -c "
+        '"from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
+    )
 
 # Gateway-wide knobs. Per-organisation limits default to these and can be overridden per org.
 DEFAULT_STORAGE_QUOTA_BYTES = env_int("DEFAULT_STORAGE_QUOTA_BYTES", 100 * 1024**3)

@@ -79,7 +79,14 @@ class MultipartForm:
     parser reads them (same 1 KiB limit, same ``Content-Disposition`` rules).
     """
 
-    def __init__(self, raw: Any, *, content_type: str, content_length: int | None) -> None:
+    def __init__(self, raw: Any, *, content_type: str, content_length: int | None, content_encoding: str = "") -> None:
+        # Nothing here inflates a body (a few KiB of gzip can grow without bound), and a body read
+        # as sent while it is encoded would be stored as if it were the file: refuse any coding.
+        if any(coding.strip().lower() not in ("", "identity") for coding in content_encoding.split(",")):
+            raise InvalidRequest(
+                "Uploads must not be compressed: send the multipart body as it is, without a Content-Encoding header.",
+                code="unsupported_content_encoding",
+            )
         media_type, params = parse_header_parameters(content_type or "")
         if media_type != "multipart/form-data":
             raise InvalidRequest("Uploads must be sent as multipart/form-data with 'file' and 'purpose' fields.")

@@ -69,15 +69,22 @@ class UploadFields:
 
 
 def file_upload(
-    *, api_key: ApiKey, account_name: str | None, body: Any, content_type: str, content_length: int | None
+    *,
+    api_key: ApiKey,
+    account_name: str | None,
+    body: Any,
+    content_type: str,
+    content_length: int | None,
+    content_encoding: str = "",
 ) -> RemoteFile:
     """Stream the multipart ``body``'s file to the named (or default) account's provider and record it.
 
     The body is read lazily (``MultipartForm``), so the file reaches the provider while it arrives.
 
-    Raises ``InvalidRequest``, ``PayloadTooLarge``, ``QuotaExceeded``, ``UnsupportedOperation`` and
-    the provider's ``Upstream*`` errors; after any of them nothing is recorded or charged, and a
-    failed ``file.create`` audit event says why.
+    Raises ``InvalidRequest`` (also for a compressed body: any ``content_encoding`` but identity),
+    ``PayloadTooLarge``, ``QuotaExceeded``, ``UnsupportedOperation`` and the provider's ``Upstream*``
+    errors; after any of them nothing is recorded or charged, and a failed ``file.create`` audit
+    event says why.
     """
     organization = api_key.organization
     with audited(organization=organization, api_key=api_key, action=AuditEvent.Action.CREATE) as audit:
@@ -85,7 +92,9 @@ def file_upload(
         audit.account = account
         provider = provider_for(account)
         provider.require(UPLOAD)
-        form = MultipartForm(body, content_type=content_type, content_length=content_length)
+        form = MultipartForm(
+            body, content_type=content_type, content_length=content_length, content_encoding=content_encoding
+        )
         limit = file_size_limit(organization)
         if form.content_length > limit.max_bytes + FORM_OVERHEAD_BYTES:
             raise PayloadTooLarge(limit.message, param="file")

@@ -142,6 +142,7 @@ class FileViewSet(viewsets.ViewSet):
             body=request.stream or io.BytesIO(),
             content_type=request.content_type,
             content_length=_content_length(request),
+            content_encoding=request.META.get("HTTP_CONTENT_ENCODING", ""),
         )
         return Response(FileObjectSerializer(remote).data)
 

@@ -3,12 +3,14 @@
 Quota bytes move through three states. ``quota_reserve`` holds bytes for an upload in flight with
 one conditional UPDATE; ``quota_commit`` turns the hold into used bytes (at the file's real size) in
 the same transaction that records the file; ``quota_release`` gives the hold back on failure. A
-hold whose worker died is reclaimed by ``quota_reclaim_stale`` after QUOTA_RESERVATION_TTL_SECONDS.
+hold whose worker died is reclaimed by ``quota_reclaim_stale`` after QUOTA_RESERVATION_TTL_SECONDS;
+should that upload finish after all, it is charged only if the quota has room for it then.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import hmac
 import logging
@@ -41,13 +43,15 @@ MAX_CACHE_ENTRIES = 10_000
 
 # Live keys this process authenticated in the last API_KEY_CACHE_SECONDS, by their hash: the key's
 # query was about a third of a retrieve's CPU. Only live keys are cached, so unknown and revoked
-# keys always ask the database.
+# keys always ask the database. A key revoked or deleted in this process (deleted through the ORM
+# too, in admin or with its organisation: ``api_key_forget_deleted`` receives post_delete) leaves the
+# cache at once; other processes see it within their entry's lifetime.
 _api_keys: dict[str, tuple[float, ApiKey]] = {}
 _cache_lock = threading.Lock()  # guards both caches' writes
 # Provider accounts by id, for PROVIDER_ACCOUNT_CACHE_SECONDS: a retrieve then reads its file alone,
 # without a join whose compilation costs as much as the rest of the query.
 _accounts: dict[int, tuple[float, ProviderAccount]] = {}
-# Bumped (under _cache_lock) by every revoke or clear: a key read from the database before one is not
+# Bumped (under _cache_lock) by every revoke, deletion or clear: a key read from the database before one is not
 # cached, so a revoke that lands between another request's read and its cache write still wins.
 _api_key_generation = 0
 _account_generation = 0  # the same for provider_account_forget
@@ -85,11 +89,36 @@ def api_key_create(*, organization: Organization, name: str = "") -> IssuedKey:
 
 def api_key_revoke(*, api_key: ApiKey) -> None:
     """Revoke the key. This process refuses it at once; other processes within API_KEY_CACHE_SECONDS."""
-    global _api_key_generation
     ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    _forget_api_key(api_key.key_hash)
+
+
+def api_key_delete(*, api_key: ApiKey) -> None:
+    """Delete the key (its files and audit events keep no key). This process refuses it at once;
+    other processes within API_KEY_CACHE_SECONDS. Deleting a deleted key does nothing."""
+    ApiKey.objects.filter(pk=api_key.pk).delete()
+    _forget_api_key(api_key.key_hash)
+
+
+def api_key_forget_deleted(sender: type[ApiKey], instance: ApiKey, **kwargs: Any) -> None:
+    """``post_delete`` receiver (connected in ``TenantsConfig.ready``): a key deleted through the ORM,
+    on its own or with its organisation, leaves this process's cache at once."""
+    _forget_api_key(instance.key_hash, using=kwargs.get("using"))
+
+
+def _forget_api_key(key_hash: str, *, using: str | None = None) -> None:
+    _evict_api_key(key_hash)
+    # Inside a transaction, other requests still find the row until the commit, and one of them may
+    # cache the key again meanwhile: forget it once more then (at once outside a transaction).
+    transaction.on_commit(functools.partial(_evict_api_key, key_hash), using=using)
+
+
+def _evict_api_key(key_hash: str) -> None:
+    global _api_key_generation
     with _cache_lock:
+        # A request that read the key before this point must not cache it after (see api_key_authenticate).
         _api_key_generation += 1
-        _api_keys.pop(api_key.key_hash, None)
+        _api_keys.pop(key_hash, None)
 
 
 def api_key_cache_clear() -> None:
@@ -318,24 +347,46 @@ def quota_reserve(*, organization_id: int, nbytes: int) -> QuotaReservation:
                 return QuotaReservation.objects.create(organization_id=organization_id, bytes=nbytes)
         if attempt == 0 and not quota_reclaim_stale(organization_id=organization_id):
             break
+    raise _quota_exceeded(organization_id, f"This upload needs up to {nbytes} bytes")
+
+
+def _quota_exceeded(organization_id: int, needs: str) -> QuotaExceeded:
     org = Organization.objects.get(pk=organization_id)
-    raise QuotaExceeded(
-        f"This upload needs up to {nbytes} bytes but the organization has {org.available_bytes} of its "
-        f"{org.storage_quota_bytes}-byte storage quota left. Delete files or ask for a higher quota."
+    return QuotaExceeded(
+        f"{needs} but the organization has {org.available_bytes} of its {org.storage_quota_bytes}-byte "
+        "storage quota left. Delete files or ask for a higher quota."
     )
 
 
 def quota_commit(*, reservation: QuotaReservation, actual_bytes: int) -> None:
-    """Turn a hold into used bytes at the file's real size. Call inside the transaction that records the file."""
+    """Turn a hold into used bytes at the file's real size. Call inside the transaction that records the file.
+
+    A hold that ``quota_reclaim_stale`` took back (its upload outlived QUOTA_RESERVATION_TTL_SECONDS)
+    may since have gone to other uploads: the file is then charged only if the quota has room for it
+    now, decided by one conditional UPDATE as in ``quota_reserve``. Raises ``QuotaExceeded`` when it
+    has not, having charged nothing: the caller's transaction must not record the file, and the
+    caller removes its upstream copy.
+    """
     deleted, _ = QuotaReservation.objects.filter(pk=reservation.pk).delete()
-    held = reservation.bytes if deleted else 0
-    if not deleted:
-        # The hold outlived QUOTA_RESERVATION_TTL_SECONDS and was reclaimed. The file exists, so it
-        # is charged anyway; the org may end up slightly over quota, which we accept and log.
-        logger.warning("quota reservation %s was reclaimed before commit", reservation.pk)
-    Organization.objects.filter(pk=reservation.organization_id).update(
-        reserved_bytes=F("reserved_bytes") - held, used_bytes=F("used_bytes") + actual_bytes
+    organization = Organization.objects.filter(pk=reservation.organization_id)
+    if deleted:
+        organization.update(
+            reserved_bytes=F("reserved_bytes") - reservation.bytes, used_bytes=F("used_bytes") + actual_bytes
+        )
+        return
+    charged = organization.filter(
+        used_bytes__lte=F("storage_quota_bytes") - F("reserved_bytes") - actual_bytes,
+    ).update(used_bytes=F("used_bytes") + actual_bytes)
+    logger.warning(
+        "quota reservation %s was reclaimed before its upload finished; the file was %s",
+        reservation.pk,
+        "charged within the quota" if charged else "refused: the quota has no room for it now",
     )
+    if not charged:
+        raise _quota_exceeded(
+            reservation.organization_id,
+            f"This upload took longer than the reservation timeout; it needs {actual_bytes} bytes",
+        )
 
 
 def quota_release(*, reservation: QuotaReservation) -> None:
@@ -354,7 +405,8 @@ def quota_free(*, organization_id: int, nbytes: int) -> None:
 
 
 def quota_reclaim_stale(*, organization_id: int | None = None) -> int:
-    """Release holds older than QUOTA_RESERVATION_TTL_SECONDS (their workers died). Returns how many."""
+    """Release holds older than QUOTA_RESERVATION_TTL_SECONDS (their workers died, or their uploads
+    outlived the timeout: ``quota_commit`` then charges them afresh). Returns how many."""
     cutoff = timezone.now() - timedelta(seconds=settings.QUOTA_RESERVATION_TTL_SECONDS)
     stale = QuotaReservation.objects.filter(created_at__lt=cutoff)
     if organization_id is not None:

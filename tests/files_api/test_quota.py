@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -254,6 +254,54 @@ def test_a_commit_after_the_hold_was_reclaimed_still_charges_the_file(tenant_a: 
     assert (current.used_bytes, current.reserved_bytes) == (80, 0)
 
 
+def test_a_late_commit_is_refused_when_its_reclaimed_hold_was_given_to_another_upload(tenant_a: Tenant) -> None:
+    set_quota(tenant_a, 1000)
+    late = quota_reserve(organization_id=tenant_a.org.pk, nbytes=600)
+    backdate(late)
+    # The hold counts as abandoned: the next upload takes its room (reclaiming it) and is charged.
+    quota_commit(reservation=quota_reserve(organization_id=tenant_a.org.pk, nbytes=600), actual_bytes=600)
+    with pytest.raises(QuotaExceeded):
+        quota_commit(reservation=late, actual_bytes=600)
+    current = org(tenant_a)
+    assert (current.used_bytes, current.reserved_bytes) == (600, 0)
+
+
+def test_a_late_commit_is_charged_only_within_what_other_holds_leave(tenant_a: Tenant) -> None:
+    set_quota(tenant_a, 1000)
+    late = quota_reserve(organization_id=tenant_a.org.pk, nbytes=500)
+    backdate(late)
+    quota_reclaim_stale()
+    quota_reserve(organization_id=tenant_a.org.pk, nbytes=700)  # an upload still in flight
+    with pytest.raises(QuotaExceeded):
+        quota_commit(reservation=late, actual_bytes=400)
+    assert (org(tenant_a).used_bytes, org(tenant_a).reserved_bytes) == (0, 700)
+    quota_commit(reservation=late, actual_bytes=300)  # what is left fits it exactly
+    assert (org(tenant_a).used_bytes, org(tenant_a).reserved_bytes) == (300, 700)
+
+
+def test_an_upload_whose_hold_was_reclaimed_and_given_away_is_refused_and_removed_upstream(
+    tenant_a: Tenant, fake_account_a: Any, fake_provider: type[FakeProvider], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upload outlives QUOTA_RESERVATION_TTL_SECONDS; meanwhile another upload fills the quota."""
+    set_quota(tenant_a, 6000)
+    upload_to_fake = FakeProvider.upload
+
+    def slow_upload(provider: FakeProvider, stream: Any, options: Any) -> Any:
+        remote = upload_to_fake(provider, stream, options)
+        for reservation in QuotaReservation.objects.all():
+            backdate(reservation)
+        assert upload(tenant_a.client, b"y" * 5000).status_code == 200  # reclaims the hold, takes the room
+        return remote
+
+    monkeypatch.setattr(FakeProvider, "upload", slow_upload)
+    response = upload(tenant_a.client, b"x" * 3000, account="fake")
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "storage_quota_exceeded"
+    assert fake_provider.files == {}  # no record will point at it: deleted upstream
+    assert [file.bytes for file in File.objects.filter(organization=tenant_a.org)] == [5000]
+    assert_usage_exact(tenant_a)
+
+
 RACERS = 12
 FITS = 5
 
@@ -293,6 +341,31 @@ def test_concurrent_reservations_never_exceed_the_quota() -> None:
     assert Counter(race(reserve, RACERS)) == {"granted": FITS, "refused": RACERS - FITS}
     assert org(tenant).reserved_bytes == FITS * 100
     assert QuotaReservation.objects.count() == FITS
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_late_commits_are_charged_exactly_as_far_as_the_quota_fits() -> None:
+    tenant = make_tenant("racers", storage_quota_bytes=RACERS * 100)
+    late = [quota_reserve(organization_id=tenant.org.pk, nbytes=100) for _ in range(RACERS)]
+    for reservation in late:
+        backdate(reservation)
+    # Other uploads take the reclaimed room, leaving enough for FITS of the late ones.
+    quota_commit(
+        reservation=quota_reserve(organization_id=tenant.org.pk, nbytes=(RACERS - FITS) * 100),
+        actual_bytes=(RACERS - FITS) * 100,
+    )
+
+    def commit(n: int) -> str:
+        try:
+            with transaction.atomic():
+                quota_commit(reservation=late[n], actual_bytes=100)
+        except QuotaExceeded:
+            return "refused"
+        return "charged"
+
+    assert Counter(race(commit, RACERS)) == {"charged": FITS, "refused": RACERS - FITS}
+    assert (org(tenant).used_bytes, org(tenant).reserved_bytes) == (RACERS * 100, 0)
 
 
 @pytest.mark.postgres

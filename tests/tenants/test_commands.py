@@ -195,3 +195,23 @@ def test_add_provider_account_refuses_a_kind_disabled_in_settings(acme: Organiza
     settings.ENABLED_PROVIDER_KINDS = ["fake-only"]
     message = error_of("add_provider_account", "acme", "disk", "--kind", "local")
     assert message.startswith("Unknown provider kind 'local'")
+
+
+def test_setup_demo_refuses_to_run_with_debug_off(settings: Any) -> None:
+    """It keeps the demo key in plain text in DATA_DIR: never on a production box."""
+    assert settings.DEBUG is False
+    assert "DEBUG=true" in error_of("setup_demo")
+    assert not Organization.objects.exists()
+    assert not (Path(settings.DATA_DIR) / "demo-api-key").exists()
+
+
+def test_setup_demo_prints_a_working_key_and_reuses_it(settings: Any) -> None:
+    settings.DEBUG = True  # as make run sets it
+    first, again = run("setup_demo").splitlines(), run("setup_demo").splitlines()
+    [key] = {line.split()[-1] for line in first if line.strip().startswith("API key:")}
+    assert [line for line in again if "API key:" in line] == [line for line in first if "API key:" in line]
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    assert client.get("/v1/files").status_code == 200
+    assert Organization.objects.get().slug == "demo"
+    assert ApiKey.objects.count() == 1

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from config.errors import AuthenticationFailed
 from tenants.models import Organization, ProviderAccount
@@ -24,6 +24,9 @@ class Command(BaseCommand):
         parser.add_argument("--base-url", default="http://127.0.0.1:8000")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if not settings.DEBUG:
+            # It keeps the demo key in plain text in DATA_DIR: never on a production box.
+            raise CommandError("setup_demo is for development only: run it with DEBUG=true (make run does).")
         org = Organization.objects.filter(slug=DEMO_SLUG).first() or organization_create(slug=DEMO_SLUG, name="Demo")
         if not ProviderAccount.objects.filter(organization=org).exists():
             provider_account_create(organization=org, name="local", kind="local", config={}, is_default=True)
