@@ -21,13 +21,14 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from django.conf import settings
+from django.contrib.auth.models import AbstractUser
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from config.errors import AuthenticationFailed, InvalidRequest, QuotaExceeded
 from providers import registry
-from tenants.models import ApiKey, Organization, ProviderAccount, QuotaReservation
+from tenants.models import ApiKey, Membership, Organization, ProviderAccount, QuotaReservation
 
 logger = logging.getLogger("filegate.tenants")
 
@@ -85,11 +86,24 @@ def api_key_create(*, organization: Organization, name: str = "") -> IssuedKey:
 
 def api_key_revoke(*, api_key: ApiKey) -> None:
     """Revoke the key. This process refuses it at once; other processes within API_KEY_CACHE_SECONDS."""
-    global _api_key_generation
     ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    _forget_api_key(api_key.key_hash)
+
+
+def api_key_delete(*, api_key: ApiKey) -> None:
+    """Delete the key for good. Like a revoke, this process refuses it at once, others within API_KEY_CACHE_SECONDS.
+
+    Files and audit events keep their rows; their link to the key becomes empty.
+    """
+    ApiKey.objects.filter(pk=api_key.pk).delete()
+    _forget_api_key(api_key.key_hash)
+
+
+def _forget_api_key(key_hash: str) -> None:
+    global _api_key_generation
     with _cache_lock:
         _api_key_generation += 1
-        _api_keys.pop(api_key.key_hash, None)
+        _api_keys.pop(key_hash, None)
 
 
 def _private_copy(instance: _Model) -> _Model:
@@ -210,6 +224,19 @@ def organization_create(
     )
 
 
+def org_admin_add(*, organization: Organization, user: AbstractUser) -> Membership:
+    """Make ``user`` an admin of ``organization``: a member of it, and staff so they can log in to admin.
+
+    Idempotent. Never grants superuser: an org admin sees their organisations only.
+    """
+    with transaction.atomic():
+        if not user.is_staff:
+            user.is_staff = True
+            user.save(update_fields=["is_staff"])
+        membership, _ = Membership.objects.get_or_create(organization=organization, user=user)
+    return membership
+
+
 def provider_account_create(
     *, organization: Organization, name: str, kind: str, config: dict[str, Any], is_default: bool = False
 ) -> ProviderAccount:
@@ -228,6 +255,21 @@ def provider_account_create(
         account.is_default = is_default or not ProviderAccount.objects.filter(organization=organization).exists()
         account.save()
     return account
+
+
+def provider_account_save(account: ProviderAccount) -> None:
+    """Save ``account`` (changed in admin); if it is the default, the organisation's other accounts stop being one.
+
+    This process sees the change at once (``provider_account_forget``).
+    """
+    with transaction.atomic():
+        if account.is_default:
+            # Before the save: the database allows one default per organisation at any moment.
+            ProviderAccount.objects.filter(organization_id=account.organization_id, is_default=True).exclude(
+                pk=account.pk
+            ).update(is_default=False)
+        account.save()
+    provider_account_forget(account_id=account.pk)
 
 
 def provider_account_get(*, account_id: int) -> ProviderAccount:
