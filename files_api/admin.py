@@ -24,7 +24,7 @@ from django.utils.safestring import SafeString
 from django.utils.text import Truncator
 
 from files_api.models import AuditEvent, File
-from tenants.admin import OrganizationScopedAdmin, member_org_ids, time_column
+from tenants.admin import ChoiceFilter, OrganizationScopedAdmin, member_org_ids, size_column, time_column
 from tenants.display import format_size, usage_html
 from tenants.models import ApiKey, Organization
 
@@ -34,34 +34,16 @@ admin.site.index_template = "admin/filegate_index.html"
 OVERVIEW_MAX_ORGANIZATIONS = 50
 
 
-class LiveFilter(admin.SimpleListFilter):
+class LiveFilter(ChoiceFilter):
     title = "state"
     parameter_name = "state"
-
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        return [("live", "Live"), ("deleted", "Deleted")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[File]) -> QuerySet[File]:
-        if self.value() == "live":
-            return queryset.filter(deleted_at__isnull=True)
-        if self.value() == "deleted":
-            return queryset.filter(deleted_at__isnull=False)
-        return queryset
+    conditions = {"live": ("Live", Q(deleted_at__isnull=True)), "deleted": ("Deleted", Q(deleted_at__isnull=False))}
 
 
-class ResultFilter(admin.SimpleListFilter):
+class ResultFilter(ChoiceFilter):
     title = "result"
     parameter_name = "result"
-
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        return [("success", "Success"), ("failure", "Failure")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[AuditEvent]) -> QuerySet[AuditEvent]:
-        if self.value() == "success":
-            return queryset.filter(outcome="success")
-        if self.value() == "failure":
-            return queryset.exclude(outcome="success")
-        return queryset
+    conditions = {"success": ("Success", Q(outcome="success")), "failure": ("Failure", ~Q(outcome="success"))}
 
 
 class RecentFilter(admin.SimpleListFilter):
@@ -131,6 +113,7 @@ class FileAdmin(OrganizationScopedAdmin):
     expires = time_column("expires_at", "Expires")
     deleted = time_column("deleted_at", "Deleted")
     checked = time_column("checked_at", "Last confirmed upstream")
+    size = size_column("bytes", "Size")
 
     @admin.display(description="File ID", ordering="public_id")
     def file_id(self, file: File) -> SafeString:
@@ -139,10 +122,6 @@ class FileAdmin(OrganizationScopedAdmin):
     @admin.display(description="Filename", ordering="filename")
     def name(self, file: File) -> SafeString | str:
         return shortened(file.filename, 32)
-
-    @admin.display(description="Size", ordering="bytes")
-    def size(self, file: File) -> str:
-        return format_size(file.bytes)
 
     @admin.display(description="Size")
     def size_exact(self, file: File) -> str:
@@ -192,6 +171,7 @@ class AuditEventAdmin(OrganizationScopedAdmin):
     readonly_fields = fields
 
     time = time_column("created_at", "Time")
+    size = size_column("bytes", "Bytes")
 
     @admin.display(description="Reason")
     def reason(self, event: AuditEvent) -> SafeString | str:
@@ -215,10 +195,6 @@ class AuditEventAdmin(OrganizationScopedAdmin):
     @admin.display(description="API key", ordering="api_key__prefix")
     def key(self, event: AuditEvent) -> str:
         return key_prefix(event.api_key)
-
-    @admin.display(description="Bytes", ordering="bytes")
-    def size(self, event: AuditEvent) -> str:
-        return format_size(event.bytes) if event.bytes is not None else "-"
 
 
 # The admin index overview

@@ -27,6 +27,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
+from django.utils.text import capfirst
 
 from config.errors import GatewayError, InvalidRequest
 from providers import registry
@@ -76,14 +77,25 @@ def member_org_ids(request: HttpRequest) -> frozenset[int]:
     return org_ids
 
 
-def time_column(name: str, description: str) -> Callable[[Any, Any], str]:
-    """An admin display method showing the datetime field ``name`` with its time zone."""
+def column(name: str, description: str, show: Callable[[Any], str]) -> Callable[[Any, Any], str]:
+    """An admin display method showing the field ``name`` through ``show`` ("-" when it is empty)."""
 
     @admin.display(description=description, ordering=name)
-    def show(model_admin: Any, obj: Any) -> str:
-        return format_time(getattr(obj, name))
+    def display(model_admin: Any, obj: Any) -> str:
+        value = getattr(obj, name)
+        return "-" if value is None else show(value)
 
-    return show
+    return display
+
+
+def time_column(name: str, description: str) -> Callable[[Any, Any], str]:
+    """A datetime field, with its time zone: "2026-11-26 14:03:05 UTC"."""
+    return column(name, description, format_time)
+
+
+def size_column(name: str, description: str) -> Callable[[Any, Any], str]:
+    """A byte count, in binary units: "12.3 GiB"."""
+    return column(name, description, format_size)
 
 
 class OrganizationScopedAdmin(admin.ModelAdmin):
@@ -178,10 +190,25 @@ class OrganizationScopedAdmin(admin.ModelAdmin):
         """What the admin does for an id it cannot find (or that belongs to another organisation)."""
         self.message_user(
             request,
-            f'{self.opts.verbose_name} with ID "{object_id}" does not exist. Perhaps it was deleted?',
+            # The words (and quotes) of Django's own message for an unknown id: both must read the same.
+            f"{capfirst(self.opts.verbose_name)} with ID \u201c{object_id}\u201d doesn\u2019t exist. "
+            "Perhaps it was deleted?",
             messages.WARNING,
         )
         return HttpResponseRedirect(reverse("admin:index", current_app=self.admin_site.name))
+
+
+class ChoiceFilter(admin.SimpleListFilter):
+    """A list filter whose choices are conditions: ``conditions = {value: (label, Q(...))}``."""
+
+    conditions: ClassVar[dict[str, tuple[str, Q]]] = {}
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [(value, label) for value, (label, _) in self.conditions.items()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        choice = self.conditions.get(self.value() or "")
+        return queryset if choice is None else queryset.filter(choice[1])
 
 
 def log_unexpected(what: str, exc: BaseException) -> None:
@@ -254,6 +281,11 @@ class OrganizationAdmin(OrganizationScopedAdmin):
     shown = ("usage", "live_files", "reserved", "default_account", "created")
     limits_shown = ("storage_quota", "max_file_size", "batch_max_size")
 
+    reserved = size_column("reserved_bytes", "Reserved by uploads in flight")
+    storage_quota = size_column("storage_quota_bytes", "Storage quota")
+    max_file_size = size_column("max_file_size_bytes", "Largest file")
+    batch_max_size = size_column("batch_max_size_bytes", "Largest batch file")
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[Organization]:
         # "files" is files_api's reverse relation, named rather than imported: tenants must not import files_api.
         defaults = Prefetch(
@@ -298,22 +330,6 @@ class OrganizationAdmin(OrganizationScopedAdmin):
     def live_files(self, org: Organization) -> int:
         return getattr(org, "live_file_count", 0)
 
-    @admin.display(description="Reserved by uploads in flight", ordering="reserved_bytes")
-    def reserved(self, org: Organization) -> str:
-        return format_size(org.reserved_bytes)
-
-    @admin.display(description="Storage quota")
-    def storage_quota(self, org: Organization) -> str:
-        return format_size(org.storage_quota_bytes)
-
-    @admin.display(description="Largest file")
-    def max_file_size(self, org: Organization) -> str:
-        return format_size(org.max_file_size_bytes)
-
-    @admin.display(description="Largest batch file")
-    def batch_max_size(self, org: Organization) -> str:
-        return format_size(org.batch_max_size_bytes)
-
     @admin.display(description="Default account")
     def default_account(self, org: Organization) -> SafeString | str:
         accounts = getattr(org, "default_accounts", None)
@@ -349,19 +365,10 @@ class MembershipAdmin(MemberPicker, OrganizationScopedAdmin):
 # API keys
 
 
-class KeyStatusFilter(admin.SimpleListFilter):
+class KeyStatusFilter(ChoiceFilter):
     title = "status"
     parameter_name = "status"
-
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        return [("active", "Active"), ("revoked", "Revoked")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> QuerySet[ApiKey]:
-        if self.value() == "active":
-            return queryset.filter(revoked_at__isnull=True)
-        if self.value() == "revoked":
-            return queryset.filter(revoked_at__isnull=False)
-        return queryset
+    conditions = {"active": ("Active", Q(revoked_at__isnull=True)), "revoked": ("Revoked", Q(revoked_at__isnull=False))}
 
 
 @admin.register(ApiKey)
@@ -379,9 +386,8 @@ class ApiKeyAdmin(OrganizationScopedAdmin):
     last_used = time_column("last_used_at", "Last used")
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
-        kwargs["help_texts"] = {
-            "name": "What the key is for (a service, a person); the key itself is shown once, on the next page."
-        }
+        shown_once = "; the key itself is shown once, on the next page" if obj is None else ""
+        kwargs["help_texts"] = {"name": f"What the key is for (a service, a person){shown_once}."}
         return super().get_form(request, obj, change, **kwargs)
 
     def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
@@ -395,20 +401,11 @@ class ApiKeyAdmin(OrganizationScopedAdmin):
         return ("organization", *self.shown)
 
     def get_urls(self) -> list[URLPattern]:
-        info = (self.opts.app_label, self.opts.model_name)
+        views = {"created": self.created_view, "revoke": self.revoke_view}
         return [
-            path(
-                "<path:object_id>/created/",
-                self.admin_site.admin_view(self.created_view),
-                name="{}_{}_created".format(*info),
-            ),
-            path(
-                "<path:object_id>/revoke/",
-                self.admin_site.admin_view(self.revoke_view),
-                name="{}_{}_revoke".format(*info),
-            ),
-            *super().get_urls(),
-        ]
+            path(f"<path:object_id>/{name}/", self.admin_site.admin_view(view), name=f"tenants_apikey_{name}")
+            for name, view in views.items()
+        ] + super().get_urls()
 
     @admin.display(description="Key prefix", ordering="prefix")
     def key_prefix(self, api_key: ApiKey) -> SafeString:
@@ -551,7 +548,7 @@ class ProviderAccountAdmin(OrganizationScopedAdmin):
                 options = {
                     "fields": names,
                     "classes": ["provider-kind", f"provider-kind-{kind}"],
-                    "description": f"Read only when the kind is {kind_label(kind)}.",
+                    "description": f"Used only when the kind is {kind_label(kind)}.",
                 }
                 fieldsets.append((f"{kind_label(kind)} settings", options))
         if obj is not None and request.user.is_superuser:

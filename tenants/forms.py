@@ -231,6 +231,7 @@ class ProviderAccountForm(forms.ModelForm):
             elif field.name in stored:
                 verb = "choose a new file" if field.type == "json" else "type a new value"
                 state = f"<strong>Stored</strong> (hidden). Leave blank to keep it, or {verb} to replace it."
+                form_field.widget.attrs["placeholder"] = "stored (hidden)"
             else:
                 state = "<strong>Not set.</strong>"
         elif stored:
