@@ -243,6 +243,32 @@ def test_an_org_admin_walks_through_their_day(
     assert page.context.blocked == []  # type: ignore[attr-defined]
 
 
+def test_the_account_form_works_without_javascript(
+    live_server: Any, browser: Browser, shots: Any, org_admin: Any, tenant_a: Tenant
+) -> None:
+    context = browser.new_context(viewport={"width": WIDTH, "height": 800}, java_script_enabled=False)
+    page = context.new_page()
+    page.goto(f"{live_server.url}/admin/login/")
+    page.fill("#id_username", "alice")
+    page.fill("#id_password", "alice-pw-1234")
+    page.click("input[type=submit]")
+    page.goto(f"{live_server.url}/admin/tenants/provideraccount/add/")
+    for kind in ("local", "openai", "azure_openai"):
+        expect(page.locator(f"fieldset.provider-kind-{kind}")).to_be_visible()  # every kind's settings
+    page.fill("#id_name", "az")
+    page.select_option("#id_kind", "azure_openai")
+    page.fill("#id_azure_openai__base_url", "https://my-resource.openai.azure.com")
+    page.fill("#id_azure_openai__api_key", PROVIDER_KEY)
+    page.fill("#id_openai__project", "ignored: another kind's input")
+    shots(page, "account-form-without-javascript")
+    page.click("input[name=_save]")
+    expect(page.locator(".messagelist .success")).to_contain_text("az")
+    account = ProviderAccount.objects.get(organization=tenant_a.org, name="az")
+    assert (account.kind, account.settings) == ("azure_openai", {"base_url": "https://my-resource.openai.azure.com"})
+    assert account.get_secrets() == {"api_key": PROVIDER_KEY}
+    context.close()
+
+
 FILE_OPERATIONS = {
     ("GET", "/v1/files"),
     ("POST", "/v1/files"),

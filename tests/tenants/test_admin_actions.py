@@ -94,3 +94,28 @@ def test_an_unexpected_exception_in_any_action_is_a_message(
         ("error", "The action failed: an unexpected error (OSError); the details are in the server log.")
     ]
     assert "OSError" in caplog.text
+
+
+def test_test_connection_of_an_account_stored_with_a_header_breaking_value_is_a_message(
+    org_admin_client: Client, tenant_a: Tenant
+) -> None:
+    """Values like this are refused on save now; one stored before must still not crash the admin."""
+    account = provider_account_create(
+        organization=tenant_a.org,
+        name="oai",
+        kind="openai",
+        config={"api_key": SECRET, "base_url": "http://127.0.0.1:9/v1"},
+    )
+    ProviderAccount.objects.filter(pk=account.pk).update(
+        settings={"base_url": "http://127.0.0.1:9/v1", "organization": "org-1\r\nX-Injected: yes"}
+    )
+    response = org_admin_client.post(
+        "/admin/tenants/provideraccount/",
+        {"action": "test_connection", "_selected_action": [account.pk]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    [(level, text)] = messages_of(response)
+    assert level == "error"
+    assert text.startswith("org-a/oai (openai): ")
+    assert SECRET not in response.content.decode()
