@@ -427,7 +427,6 @@ class ApiKeyAdmin(OrganizationScopedAdmin):
         issued = api_key_create(organization=obj.organization, name=obj.name)
         obj.pk = issued.api_key.pk
         obj.refresh_from_db()
-        obj._state.adding = False
         setattr(obj, _NEW_KEY_ATTR, issued.plaintext)
 
     def response_add(self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None) -> HttpResponse:

@@ -197,7 +197,7 @@ class ProviderAccountForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.stored_kind = "" if self.instance._state.adding else self.instance.kind
+        self.stored_kind = "" if self.instance.pk is None else self.instance.kind
         self.provider_settings: dict[str, str] = {}
         self.provider_secrets: dict[str, str] = {}
         self.fields["make_default"].initial = self.instance.is_default
