@@ -23,6 +23,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, transaction
 from django.db.models import F
@@ -31,7 +32,7 @@ from django.utils import timezone
 from config.errors import AuthenticationFailed, InvalidRequest, ProviderMisconfigured, QuotaExceeded
 from providers import registry
 from providers.base import Provider
-from tenants.models import ApiKey, Organization, ProviderAccount, QuotaReservation
+from tenants.models import ApiKey, Membership, Organization, ProviderAccount, QuotaReservation
 
 logger = logging.getLogger("filegate.tenants")
 
@@ -229,6 +230,19 @@ def organization_create(
     )
 
 
+def org_admin_add(*, organization: Organization, user: AbstractUser) -> Membership:
+    """Make ``user`` an admin of ``organization``: a member of it, and staff so they can log in to admin.
+
+    Idempotent. Never grants superuser: an org admin sees their organisations only.
+    """
+    with transaction.atomic():
+        if not user.is_staff:
+            user.is_staff = True
+            user.save(update_fields=["is_staff"])
+        membership, _ = Membership.objects.get_or_create(organization=organization, user=user)
+    return membership
+
+
 def provider_account_create(
     *, organization: Organization, name: str, kind: str, config: dict[str, Any], is_default: bool = False
 ) -> ProviderAccount:
@@ -247,6 +261,21 @@ def provider_account_create(
         account.is_default = is_default or not ProviderAccount.objects.filter(organization=organization).exists()
         account.save()
     return account
+
+
+def provider_account_save(account: ProviderAccount) -> None:
+    """Save ``account`` (changed in admin); if it is the default, the organisation's other accounts stop being one.
+
+    This process sees the change at once (``provider_account_forget``).
+    """
+    with transaction.atomic():
+        if account.is_default:
+            # Before the save: the database allows one default per organisation at any moment.
+            ProviderAccount.objects.filter(organization_id=account.organization_id, is_default=True).exclude(
+                pk=account.pk
+            ).update(is_default=False)
+        account.save()
+    provider_account_forget(account_id=account.pk)
 
 
 def provider_account_get(*, account_id: int) -> ProviderAccount:

@@ -119,6 +119,27 @@ def client_b(tenant_b: Tenant) -> APIClient:
 
 
 @pytest.fixture
+def org_admin(django_user_model: Any, tenant_a: Tenant, tenant_b: Tenant) -> Any:
+    """alice, staff and an admin of org-a only (carol administers org-b)."""
+    from tenants.services import org_admin_add
+
+    alice = django_user_model.objects.create_user(username="alice", password="alice-pw-1234")
+    org_admin_add(organization=tenant_a.org, user=alice)
+    carol = django_user_model.objects.create_user(username="carol", password="carol-pw-1234")
+    org_admin_add(organization=tenant_b.org, user=carol)
+    return alice
+
+
+@pytest.fixture
+def org_admin_client(org_admin: Any) -> Any:
+    from django.test import Client
+
+    client = Client()
+    client.force_login(org_admin)
+    return client
+
+
+@pytest.fixture
 def fake_provider(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[FakeProvider]]:
     """Registers the in-memory ``fake`` kind for the test's duration."""
     monkeypatch.setitem(registry.PROVIDERS, "fake", "tests.fakes.FakeProvider")

@@ -6,11 +6,23 @@ import itertools
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
+from django.conf import settings
+
 from config import errors
-from providers.base import ALL_OPERATIONS, Content, Provider, RemoteFile, UploadOptions, UploadStream
+from providers.base import (
+    ALL_OPERATIONS,
+    Content,
+    ObjectStoreProvider,
+    Provider,
+    RemoteFile,
+    UploadOptions,
+    UploadStream,
+)
 from providers.fields import Field
+from providers.local import FolderStore
 
 FAILURES = {
     "rejected": lambda: errors.UpstreamRejected("upstream said no", status_code=400),
@@ -111,3 +123,33 @@ class FakeProvider(Provider):
 
 def make_config(**overrides: Any) -> dict[str, Any]:
     return {"base_url": "http://fake.invalid", "api_key": "sk-fake", **overrides}
+
+
+class CloudStoreProvider(ObjectStoreProvider):
+    """A storage kind that exists only in the tests, shaped like the ones to come (Bedrock, Vertex):
+    a required bucket, a region with a default, an encryption choice, a service-account JSON uploaded
+    as a file (secret), an endpoint URL. Its files go to a local folder.
+
+    ``check()`` of an account whose bucket is ``explode`` raises a ``LookupError`` that quotes the
+    credentials: a bug, as an admin action must survive it.
+    """
+
+    kind = "cloudstore"
+    label = "Cloud store"
+    fields: ClassVar[tuple[Field, ...]] = (
+        Field("bucket", "Bucket", "Where the files go.", required=True),
+        Field("region", "Region", "The bucket's region.", default="eu-west-1"),
+        Field("encryption", "Encryption", "Server-side encryption.", type="choice", choices=("AES256", "aws:kms")),
+        Field("credentials_file", "Service account JSON", "The key file.", type="json", secret=True),
+        Field("endpoint_url", "Endpoint URL", "For a compatible store.", type="url"),
+        Field("timeout", "Timeout (seconds)", type="seconds"),
+    )
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        self.store = FolderStore(Path(settings.DATA_DIR) / "cloudstore")
+
+    def check(self) -> None:
+        if self.config.get("bucket") == "explode":
+            raise LookupError(f"a bug that quotes a secret: {self.config.get('credentials_file')}")
+        super().check()

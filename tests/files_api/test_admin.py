@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.test import Client
+from django.utils.text import capfirst
 
 from files_api.models import AuditEvent, File
-from tenants.models import Membership
+from tenants.models import Organization
+from tenants.services import organization_create
 from tests.conftest import Tenant, upload
 
 
@@ -23,15 +27,6 @@ def files(tenant_a: Tenant, tenant_b: Tenant) -> dict[str, str]:
         assert response.status_code == 200
         ids[tenant.org.slug] = response.json()["id"]
     return ids
-
-
-@pytest.fixture
-def org_admin_client(django_user_model: Any, tenant_a: Tenant) -> Client:
-    user = django_user_model.objects.create_user(username="alice", is_staff=True)
-    Membership.objects.create(user=user, organization=tenant_a.org)
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def results(client: Client, model: str, **params: str) -> list[Any]:
@@ -82,7 +77,7 @@ def test_org_admin_cannot_open_another_organisations_record(org_admin_client: Cl
 def test_org_admin_filters_never_name_other_organisations(org_admin_client: Client, files: dict[str, str]) -> None:
     for model in ("file", "auditevent"):
         html = org_admin_client.get(f"/admin/files_api/{model}/").content.decode()
-        assert "org-a" in html
+        assert files["org-a"] in html
         assert "org-b" not in html
     assert "vision" not in org_admin_client.get("/admin/files_api/file/").content.decode()  # org B's purpose
 
@@ -121,3 +116,92 @@ def test_lists_have_a_date_hierarchy(admin_client: Client, files: dict[str, str]
     response = admin_client.get(f"/admin/files_api/{model}/")
     assert response.context["cl"].date_hierarchy == "created_at"
     assert "created_at__year=" in response.content.decode()
+
+
+def column_titles(response: Any) -> list[str]:
+    return [capfirst(header["text"]) for header in response.context["result_headers"]]
+
+
+def test_file_list_shows_status_time_account_and_key(
+    org_admin_client: Client, files: dict[str, str], tenant_a: Tenant
+) -> None:
+    response = org_admin_client.get("/admin/files_api/file/")
+    columns = column_titles(response)
+    assert columns == ["File ID", "Filename", "Purpose", "Size", "Status", "Created", "Account", "API key"]
+    html = response.content.decode()
+    assert f"<code>{files['org-a']}</code>" in html
+    assert f"{tenant_a.api_key.prefix}…" in html
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", html)
+
+
+def test_superuser_lists_also_name_the_organisation(admin_client: Client, files: dict[str, str]) -> None:
+    for model in ("file", "auditevent"):
+        assert column_titles(admin_client.get(f"/admin/files_api/{model}/"))[-1] == "Organization"
+
+
+def test_file_page_uses_english_labels_and_zoned_times(admin_client: Client, files: dict[str, str]) -> None:
+    file = File.objects.get(public_id=files["org-a"])
+    html = admin_client.get(f"/admin/files_api/file/{file.pk}/change/").content.decode()
+    for label in ("File ID:", "SHA-256:", "Storage URI:", "API key:", "Provider account:"):
+        assert f">{label}</label>" in html, label
+    for wrong in ("Sha256", "Api key", "Storage uri", "Public id"):
+        assert wrong not in html
+    assert file.sha256 in html
+    assert re.search(r"Created:</label>\s*<div class=\"readonly\">\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", html)
+    assert f"({file.bytes:,} bytes)" in html
+
+
+def test_audit_list_shows_a_failures_reason(org_admin_client: Client, tenant_a: Tenant) -> None:
+    assert upload(tenant_a.client, b"", filename="empty.txt").status_code == 400
+    response = org_admin_client.get("/admin/files_api/auditevent/")
+    columns = column_titles(response)
+    assert columns == ["Time", "Action", "Outcome", "Reason", "File ID", "Account", "API key", "Bytes"]
+    event = AuditEvent.objects.get(organization=tenant_a.org)
+    assert event.outcome != "success"
+    assert event.detail
+    assert event.detail[:40] in response.content.decode()
+
+
+def test_audit_events_filter_by_result_and_recency(
+    admin_client: Client, files: dict[str, str], tenant_a: Tenant
+) -> None:
+    failure = AuditEvent.objects.create(
+        organization=tenant_a.org, action="file.delete", file_id="file-x", outcome="upstream_error"
+    )
+    old = AuditEvent.objects.create(organization=tenant_a.org, action="file.delete", file_id="file-y", outcome="x")
+    AuditEvent.objects.filter(pk=old.pk).update(created_at=failure.created_at - timedelta(days=2))
+    assert {event.file_id for event in results(admin_client, "auditevent", result="failure")} == {"file-x", "file-y"}
+    assert [event.file_id for event in results(admin_client, "auditevent", result="failure", since="1d")] == ["file-x"]
+    assert {event.file_id for event in results(admin_client, "auditevent", result="success")} == set(files.values())
+
+
+def test_admin_index_shows_each_organisations_overview(
+    admin_client: Client, files: dict[str, str], tenant_a: Tenant, tenant_b: Tenant
+) -> None:
+    assert upload(tenant_a.client, b"", filename="empty.txt").status_code == 400
+    old = AuditEvent.objects.create(organization=tenant_a.org, action="file.create", outcome="upstream_error")
+    AuditEvent.objects.filter(pk=old.pk).update(created_at=old.created_at - timedelta(days=2))  # not in the last day
+
+    html = admin_client.get("/admin/").content.decode()
+    rows = dict(re.findall(r'<tr class="organization-summary" data-slug="([^"]+)">(.*?)</tr>', html, re.S))
+    assert set(rows) == {"org-a", "org-b"}
+    cells = [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<td[^>]*>(.*?)</td>", rows["org-a"], re.S)]
+    org_a = Organization.objects.get(pk=tenant_a.org.pk)
+    assert cells == [f"{org_a.used_bytes} bytes of 100 GiB (&lt;1%)", "1", "1", "1"]
+    assert "result=failure" in rows["org-a"]
+
+
+def test_org_admin_index_overview_shows_their_organisations_only(
+    org_admin_client: Client, files: dict[str, str]
+) -> None:
+    html = org_admin_client.get("/admin/").content.decode()
+    assert re.findall(r'data-slug="([^"]+)"', html) == ["org-a"]
+
+
+def test_the_overview_costs_the_same_queries_for_many_organisations(
+    admin_client: Client, files: dict[str, str], django_assert_max_num_queries: Any
+) -> None:
+    for index in range(20):
+        organization_create(slug=f"more-{index}")
+    with django_assert_max_num_queries(12):
+        assert admin_client.get("/admin/").status_code == 200

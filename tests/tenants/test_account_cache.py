@@ -8,9 +8,8 @@ import pytest
 from django.conf import settings as django_settings
 
 from tenants import services
-from tenants.admin import save_account
 from tenants.models import ProviderAccount
-from tenants.services import provider_account_get
+from tenants.services import provider_account_get, provider_account_save
 from tests.conftest import Tenant
 
 
@@ -37,7 +36,7 @@ def test_an_account_saved_in_this_process_is_seen_at_once(tenant_a: Tenant) -> N
     provider_account_get(account_id=tenant_a.account.pk)
     account = ProviderAccount.objects.get(pk=tenant_a.account.pk)
     account.name = "renamed"
-    save_account(account)
+    provider_account_save(account)
     assert provider_account_get(account_id=tenant_a.account.pk).name == "renamed"
 
 
@@ -61,19 +60,16 @@ def test_an_account_saved_while_another_request_reads_it_is_not_cached_stale(
 ) -> None:
     """A save (and forget) that lands between another request's read and its cache write must win."""
 
-    class Objects:
-        @staticmethod
-        def get(**lookup: Any) -> ProviderAccount:
-            stale = ProviderAccount.objects.get(**lookup)
-            saved = ProviderAccount.objects.get(**lookup)
-            saved.name = "renamed"
-            save_account(saved)  # the admin, in another thread of this process
-            return stale
+    real_get = ProviderAccount.objects.get
 
-    class Shim:
-        objects = Objects
+    def get(**lookup: Any) -> ProviderAccount:
+        stale = real_get(**lookup)
+        saved = real_get(**lookup)
+        saved.name = "renamed"
+        provider_account_save(saved)  # the admin, in another thread of this process
+        return stale
 
-    monkeypatch.setattr(services, "ProviderAccount", Shim)
+    monkeypatch.setattr(ProviderAccount.objects, "get", get)
     assert provider_account_get(account_id=tenant_a.account.pk).name == tenant_a.account.name
     monkeypatch.undo()
     assert provider_account_get(account_id=tenant_a.account.pk).name == "renamed"

@@ -1,33 +1,23 @@
-"""Admin scoping found in review: paths on the gateway's host are the operator's, and memberships too."""
+"""Admin scoping found in review: paths and internal hosts are the operator's to set, and memberships too."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
 from django.test import Client
 
 from tenants.models import Membership, ProviderAccount
-from tests.conftest import Tenant
+from tenants.services import provider_account_create
+from tests.conftest import Tenant, upload
 
 
-@pytest.fixture
-def org_admin_client(django_user_model: Any, tenant_a: Tenant, tenant_b: Tenant) -> Client:
-    user = django_user_model.objects.create_user(username="alice", is_staff=True)
-    Membership.objects.create(user=user, organization=tenant_a.org)
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def local_account_form(account: ProviderAccount, settings: dict[str, Any]) -> dict[str, Any]:
+def local_account_form(account: ProviderAccount, path: str = "") -> dict[str, Any]:
     return {
         "organization": account.organization_id,
         "name": account.name,
         "kind": "local",
-        "settings": json.dumps(settings),
-        "secrets": "",
+        "local__path": path,
         "make_default": "on",
     }
 
@@ -36,25 +26,24 @@ def test_org_admin_cannot_point_a_local_account_at_a_folder_of_the_server(
     org_admin_client: Client, tenant_a: Tenant, tmp_path: Any
 ) -> None:
     account = tenant_a.account
+    page = org_admin_client.get(f"/admin/tenants/provideraccount/{account.pk}/change/")
+    assert page.context["adminform"].form.fields["local__path"].disabled
     response = org_admin_client.post(
         f"/admin/tenants/provideraccount/{account.pk}/change/",
-        local_account_form(account, {"path": str(tmp_path / "anywhere")}),
+        local_account_form(account, str(tmp_path / "anywhere")),
     )
-    assert response.status_code == 200
-    assert "settings" in response.context["adminform"].form.errors
+    assert response.status_code == 302  # a disabled input's posted value is ignored
     account.refresh_from_db()
     assert account.settings == {}
 
 
-def test_org_admin_cannot_add_a_local_account_with_a_path(
-    org_admin_client: Client, tenant_a: Tenant, tmp_path: Any
-) -> None:
+def test_org_admin_cannot_add_a_local_account_with_a_path(org_admin_client: Client, tenant_a: Tenant) -> None:
     response = org_admin_client.post(
         "/admin/tenants/provideraccount/add/",
-        {"organization": tenant_a.org.pk, "name": "elsewhere", "kind": "local", "settings": json.dumps({"path": "/"})},
+        {"organization": tenant_a.org.pk, "name": "elsewhere", "kind": "local", "local__path": "/"},
     )
-    assert response.status_code == 200
-    assert not ProviderAccount.objects.filter(name="elsewhere").exists()
+    assert response.status_code == 302
+    assert ProviderAccount.objects.get(name="elsewhere").settings == {}
 
 
 def test_org_admin_may_still_edit_an_account_whose_path_an_operator_set(
@@ -65,7 +54,7 @@ def test_org_admin_may_still_edit_an_account_whose_path_an_operator_set(
     account.refresh_from_db()
     response = org_admin_client.post(
         f"/admin/tenants/provideraccount/{account.pk}/change/",
-        {**local_account_form(account, {"path": str(tmp_path / "ops")}), "name": "renamed"},
+        {**local_account_form(account, "/elsewhere"), "name": "renamed"},
     )
     assert response.status_code == 302
     account.refresh_from_db()
@@ -75,8 +64,7 @@ def test_org_admin_may_still_edit_an_account_whose_path_an_operator_set(
 def test_superuser_may_set_a_local_path(admin_client: Client, tenant_a: Tenant, tmp_path: Any) -> None:
     account = tenant_a.account
     response = admin_client.post(
-        f"/admin/tenants/provideraccount/{account.pk}/change/",
-        local_account_form(account, {"path": str(tmp_path / "ops")}),
+        f"/admin/tenants/provideraccount/{account.pk}/change/", local_account_form(account, str(tmp_path / "ops"))
     )
     assert response.status_code == 302
     account.refresh_from_db()
@@ -106,14 +94,21 @@ def openai_account_form(org_id: int, base_url: str) -> dict[str, Any]:
         "organization": org_id,
         "name": "oai",
         "kind": "openai",
-        "settings": json.dumps({"base_url": base_url}),
-        "secrets": "api_key=sk-test",
+        "openai__base_url": base_url,
+        "openai__api_key": "sk-test",
     }
 
 
 @pytest.mark.parametrize(
     "base_url",
-    ["http://169.254.169.254/latest", "https://10.0.0.5/v1", "http://api.openai.com/v1", "https://evil.example/v1"],
+    [
+        "http://169.254.169.254/latest",
+        "https://10.0.0.5/v1",
+        "http://api.openai.com/v1",
+        "https://evil.example/v1",
+        "https://api.openai.com.evil.example/v1",
+        "https://[::1/v1",
+    ],
 )
 def test_org_admin_cannot_point_an_account_at_an_arbitrary_host(
     org_admin_client: Client, tenant_a: Tenant, base_url: str
@@ -122,15 +117,36 @@ def test_org_admin_cannot_point_an_account_at_an_arbitrary_host(
         "/admin/tenants/provideraccount/add/", openai_account_form(tenant_a.org.pk, base_url)
     )
     assert response.status_code == 200
-    assert "only operators" in str(response.context["adminform"].form.errors["settings"])
+    errors = response.context["adminform"].form.errors
+    assert "only platform operators" in str(errors["openai__base_url"])
     assert not ProviderAccount.objects.filter(name="oai").exists()
 
 
 def test_org_admin_may_name_a_real_provider_host(org_admin_client: Client, tenant_a: Tenant) -> None:
-    form = {**openai_account_form(tenant_a.org.pk, "https://my-resource.openai.azure.com"), "kind": "azure_openai"}
+    form = {
+        "organization": tenant_a.org.pk,
+        "name": "oai",
+        "kind": "azure_openai",
+        "azure_openai__base_url": "https://my-resource.openai.azure.com",
+        "azure_openai__api_key": "k-test",
+    }
     response = org_admin_client.post("/admin/tenants/provideraccount/add/", form)
     assert response.status_code == 302
     assert ProviderAccount.objects.get(name="oai").settings == {"base_url": "https://my-resource.openai.azure.com"}
+
+
+def test_org_admin_may_keep_a_host_an_operator_set(org_admin_client: Client, tenant_a: Tenant) -> None:
+    account = provider_account_create(
+        organization=tenant_a.org,
+        name="oai",
+        kind="openai",
+        config={"api_key": "sk-1", "base_url": "http://10.0.0.5:8080/v1"},
+    )
+    form = {**openai_account_form(tenant_a.org.pk, "http://10.0.0.5:8080/v1"), "name": "renamed", "openai__api_key": ""}
+    response = org_admin_client.post(f"/admin/tenants/provideraccount/{account.pk}/change/", form)
+    assert response.status_code == 302
+    account.refresh_from_db()
+    assert (account.name, account.settings["base_url"]) == ("renamed", "http://10.0.0.5:8080/v1")
 
 
 def test_superuser_may_point_an_account_at_any_host(admin_client: Client, tenant_a: Tenant) -> None:
@@ -142,13 +158,11 @@ def test_superuser_may_point_an_account_at_any_host(admin_client: Client, tenant
 
 
 def test_the_kind_of_an_account_with_files_is_fixed(admin_client: Client, tenant_a: Tenant) -> None:
-    from tests.conftest import upload
-
     assert upload(tenant_a.client, b"data").status_code == 200
     account = tenant_a.account
     response = admin_client.post(
         f"/admin/tenants/provideraccount/{account.pk}/change/",
-        {**local_account_form(account, {}), "kind": "openai", "secrets": "api_key=sk-x"},
+        {**local_account_form(account), "kind": "openai", "openai__api_key": "sk-x"},
     )
     account.refresh_from_db()
     assert account.kind == "local"
