@@ -39,10 +39,11 @@ class CountingReader:
     def read(self, size: int) -> bytes:
         try:
             data = self.raw.read(size)
-        except TimeoutError as exc:
-            # The client stopped sending for CLIENT_IDLE_TIMEOUT_SECONDS (config.middleware).
-            raise RequestTimeout("The request body stopped arriving; the upload was abandoned.") from exc
         except (OSError, ValueError) as exc:
+            # Django re-raises a read error as UnreadablePostError, from the socket's TimeoutError
+            # when the client stopped sending for CLIENT_IDLE_TIMEOUT_SECONDS (config.middleware).
+            if isinstance(exc, TimeoutError) or isinstance(exc.__cause__, TimeoutError):
+                raise RequestTimeout("The request body stopped arriving; the upload was abandoned.") from exc
             raise InvalidRequest("The request body could not be read to the end.", code="incomplete_body") from exc
         self.received += len(data)
         if not data:

@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from config.database import release_connection
 from config.errors import FileNotFound, GatewayError
 from files_api.audit import Audit, audited
 from files_api.models import AuditEvent, File
@@ -231,6 +232,7 @@ def file_content(*, api_key: ApiKey, account_name: str | None, file_id: str) -> 
         if content.size is None and file is not None and provider.stores_files:
             content.size = file.bytes  # bytes the gateway stored itself: their size is the record's
         audit.succeed(nbytes=content.size)
+    release_connection()  # the download streams after the view has returned
     return FileContent(content=content, filename=file.filename if file is not None else located.lookup.file_id)
 
 

@@ -27,6 +27,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from config.database import release_connection
 from config.errors import InvalidRequest, PayloadTooLarge
 from files_api.audit import Audit, audited
 from files_api.models import AuditEvent, File
@@ -101,6 +102,7 @@ def file_upload(
         # Reserved before a byte of the body is read: a form that sends its purpose after the file
         # is spooled, and that spooling must already count against the quota.
         reservation = quota_reserve(organization_id=organization.pk, nbytes=min(form.content_length, limit.max_bytes))
+        release_connection()  # no database work until the bytes have moved
         remote: RemoteFile | None = None
         try:
             with _file_stream(provider, organization, form, limit) as (stream, options):
