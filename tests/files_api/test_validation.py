@@ -507,3 +507,29 @@ def test_it_streams_a_non_seekable_upload_to_disk(tenant_a: Tenant) -> None:
     assert b"".join(provider_for(tenant_a.account).open_content(remote.storage_key).chunks) == b"".join(
         bytes([n]) * 1000 for n in range(50)
     )
+
+
+def test_a_purpose_sent_after_the_file_is_reserved_for_before_the_file_is_read(tenant_a: Tenant) -> None:
+    # The file must be spooled until its purpose arrives; that spooling must already count against
+    # the quota, so an organisation with no room is refused before a byte of the body is read.
+    set_limits(tenant_a, storage_quota_bytes=MIB)
+    body = multipart_body(("file", b"z" * 4 * MIB, "late.bin"), ("purpose", "assistants", None))
+    payload = CountingInput(body)
+    response = post_raw(
+        tenant_a.client, b"", CONTENT_TYPE=MULTIPART, CONTENT_LENGTH=str(len(body)), **{"wsgi.input": payload}
+    )
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "storage_quota_exceeded"
+    assert payload.bytes_read == 0
+    assert_upload_left_nothing(tenant_a)
+
+
+def test_a_spooled_file_is_refused_once_it_crosses_the_file_size_limit(tenant_a: Tenant) -> None:
+    set_limits(tenant_a, max_file_size_bytes=MIB)
+    body = multipart_body(("file", b"z" * 16 * MIB, "late.bin"), ("purpose", "assistants", None))
+    raw = CountingInput(body)
+    with pytest.raises(PayloadTooLarge):
+        file_upload(api_key=tenant_a.api_key, account_name=None, body=raw, content_type=MULTIPART, content_length=1000)
+    assert raw.bytes_read < 4 * MIB  # refused as the limit was crossed, not after spooling it all
+    tenant_a.org.refresh_from_db()
+    assert (tenant_a.org.used_bytes, tenant_a.org.reserved_bytes) == (0, 0)
