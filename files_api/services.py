@@ -261,14 +261,16 @@ def file_delete(*, api_key: ApiKey, account_name: str | None, file_id: str) -> s
 
 
 def file_forget(file: File) -> bool:
-    """Mark the record deleted and free its bytes. Only one caller ever succeeds for a record: the
-    conditional UPDATE decides (on SQLite and PostgreSQL alike), so the bytes are freed once."""
-    with transaction.atomic():
-        marked = File.objects.filter(pk=file.pk, deleted_at__isnull=True).update(
-            deleted_at=timezone.now(), status="deleted"
-        )
-        if marked:
-            quota_free(organization_id=file.organization_id, nbytes=file.bytes)
+    """Mark the record deleted and free its bytes; call inside a transaction (with the audit event).
+
+    Only one caller ever succeeds for a record: the conditional UPDATE decides (on SQLite and
+    PostgreSQL alike), so the bytes are freed once.
+    """
+    marked = File.objects.filter(pk=file.pk, deleted_at__isnull=True).update(
+        deleted_at=timezone.now(), status="deleted"
+    )
+    if marked:
+        quota_free(organization_id=file.organization_id, nbytes=file.bytes)
     return bool(marked)
 
 
