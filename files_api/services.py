@@ -44,6 +44,7 @@ from providers.base import (
     LIST,
     RETRIEVE,
     UPLOAD,
+    Content,
     Page,
     Provider,
     RemoteFile,
@@ -572,15 +573,16 @@ def file_content(*, api_key: ApiKey, account_name: str | None, file_id: str) -> 
         file_id=file_id,
         account=account,
     )
-    # Only bytes the gateway stored itself have a size we can promise up front.
-    size = file.bytes if file is not None and provider.stores_files else None
     try:
         provider.require(CONTENT)
-        chunks = provider.open_content(file.remote_ref if file else file_id)
-        if size is None:
-            # Pass-through kinds report the upstream's Content-Length: with it, a download cut off
-            # mid-stream is a visible error for the client instead of a silently shorter file.
-            size = getattr(chunks, "size_bytes", None)
+        opened = provider.open_content(file.remote_ref if file else file_id)
+        # Stores report the object's size, pass-through kinds the upstream's Content-Length: with
+        # it, a download cut off mid-stream is a visible error for the client instead of a
+        # silently shorter file.
+        if isinstance(opened, Content):
+            chunks, size = opened.chunks, opened.size
+        else:
+            chunks, size = opened, getattr(opened, "size_bytes", None)
     except Exception as exc:
         audit(error=exc)
         raise

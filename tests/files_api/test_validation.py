@@ -512,6 +512,6 @@ def test_it_streams_a_non_seekable_upload_to_disk(tenant_a: Tenant) -> None:
         stream, services.UploadOptions(filename="gen.bin", purpose="assistants", namespace="org-a")
     )
     assert remote.bytes == 50_000
-    assert b"".join(services.provider_for(tenant_a.account).open_content(remote.storage_key)) == b"".join(
+    assert b"".join(services.provider_for(tenant_a.account).open_content(remote.storage_key).chunks) == b"".join(
         bytes([n]) * 1000 for n in range(50)
     )
