@@ -108,9 +108,10 @@ class Store(Protocol):
     def save(self, key: str, chunks: Iterable[bytes], *, content_type: str) -> int:
         """Write the object while ``chunks`` arrive; return its size in bytes.
 
-        Memory stays bounded by one part whatever the size. If ``chunks`` raises (a refused upload)
-        or the store fails, no object and no unfinished multipart upload is left behind, and the
-        exception propagates (``chunks``' own exception unchanged).
+        ``chunks`` is read once, in order, and may be consumed in another thread. Memory stays
+        bounded by a couple of 8 MiB parts whatever the size. If ``chunks`` raises (a refused
+        upload) or the store fails, no object and no unfinished multipart upload is left behind,
+        and the exception propagates (``chunks``' own exception unchanged).
         """
         ...
 
