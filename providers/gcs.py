@@ -142,7 +142,7 @@ class GCSStore:
         self.bucket_handle = self.client.bucket(bucket)
 
     def save(self, key: str, chunks: Iterable[bytes], *, content_type: str) -> int:
-        """See ``Store.save``: a resumable upload in 8 MiB chunks, cancelled on any failure."""
+        """See ``Store.save``: a resumable upload in 8 MiB chunks, never finalised after a failure."""
         blob = self.bucket_handle.blob(self.prefix + checked_key(key))
         writer = ExplicitCloseWriter(
             blob,

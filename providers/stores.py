@@ -114,6 +114,9 @@ class ClosingChunks:
     def close(self) -> None:
         if not self._is_closed:
             self._is_closed = True
+            close = getattr(self._chunks, "close", None)
+            if close is not None:
+                close()
             self._release()
 
 
