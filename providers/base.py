@@ -93,20 +93,25 @@ class StoredObject:
 class Store(Protocol):
     """The bytes side of a storage-backed kind: an S3 bucket, a GCS bucket or a local folder.
 
-    Keys are built by the gateway, never taken from a client. Every method raises only
-    ``config.errors`` classes: ``FileNotFound`` for a missing object, ``UpstreamUnavailable`` when
-    the store cannot be reached, ``UpstreamError`` when it answers with a failure.
+    Keys are built by the gateway, never taken from a client, and are relative to ``prefix``.
+    Every method raises only ``config.errors`` classes: ``FileNotFound`` for a missing object (or
+    a key no object can have), ``UpstreamRejected`` (403, ``upstream_authentication_failed``) when
+    the store refuses the credentials, ``UpstreamUnavailable`` when it cannot be reached,
+    ``UpstreamTimeout`` when it does not answer in time, ``UpstreamError`` when it answers with a
+    failure.
     """
 
     uri_scheme: str  # "s3", "gs" or "file"
     bucket: str  # "" for a local folder
+    prefix: str  # "" or "folder/": prepended to every key, so keys are relative to it
 
     def save(self, key: str, chunks: Iterable[bytes], *, content_type: str) -> int:
         """Write the object while ``chunks`` arrive; return its size in bytes.
 
-        Memory stays bounded by one part whatever the size. If ``chunks`` raises (a refused upload)
-        or the store fails, no object and no unfinished multipart upload is left behind, and the
-        exception propagates (``chunks``' own exception unchanged).
+        ``chunks`` is read once, in order, and may be consumed in another thread. Memory stays
+        bounded by a couple of 8 MiB parts whatever the size. If ``chunks`` raises (a refused
+        upload) or the store fails, no object and no unfinished multipart upload is left behind,
+        and the exception propagates (``chunks``' own exception unchanged).
         """
         ...
 
@@ -231,20 +236,6 @@ class Provider:
         raise NotImplementedError
 
 
-class ObjectStore(Protocol):
-    """The bytes side of an object-store kind: S3, GCS or a local folder."""
-
-    uri_scheme: str
-
-    def put(self, key: str, stream: UploadStream, *, content_type: str, size_hint: int | None) -> int: ...
-
-    def get(self, key: str) -> Iterator[bytes]: ...
-
-    def remove(self, key: str) -> None: ...
-
-    def check(self) -> None: ...
-
-
 class ObjectStoreProvider(Provider):
     """Base of the kinds where the gateway stores the bytes itself (``local``, ``bedrock``, ``vertex``).
 
@@ -255,23 +246,20 @@ class ObjectStoreProvider(Provider):
 
     stores_files = True
     capabilities = ALL_OPERATIONS
-    store: ObjectStore
-    bucket: str = ""
-    prefix: str = ""
+    store: Store
 
     def object_key(self, namespace: str, file_id: str) -> str:
-        return f"{self.prefix}{namespace}/{file_id}"
+        return f"{namespace}/{file_id}"
 
     def transform(self, stream: UploadStream, options: UploadOptions) -> UploadStream:
         """Rewrite the stream on its way to storage (batch JSONL for Bedrock/Vertex). Default: as is."""
         return stream
 
     def upload(self, stream: UploadStream, options: UploadOptions) -> RemoteFile:
+        store = self.store
         file_id = mint_file_id()
         key = self.object_key(options.namespace, file_id)
-        size = self.store.put(
-            key, self.transform(stream, options), content_type=options.content_type, size_hint=options.size_hint
-        )
+        size = store.save(key, self.transform(stream, options), content_type=options.content_type)
         now = int(time.time())
         expires_at = now + options.expires_after_seconds if options.expires_after_seconds else None
         return RemoteFile(
@@ -283,18 +271,17 @@ class ObjectStoreProvider(Provider):
             status="processed",
             expires_at=expires_at,
             storage_key=key,
-            storage_uri=f"{self.store.uri_scheme}://{self.bucket}/{key}" if self.bucket else "",
+            storage_uri=f"{store.uri_scheme}://{store.bucket}/{store.prefix}{key}" if store.bucket else "",
         )
 
     def retrieve(self, remote_id: str) -> RemoteFile:
         raise FileNotFound(f"No such File object: {remote_id}", param="id")
 
     def delete(self, remote_id: str) -> bool:
-        self.store.remove(remote_id)
-        return True
+        return self.store.delete(remote_id)
 
     def open_content(self, remote_id: str) -> Content:
-        return Content(chunks=self.store.get(remote_id))
+        return self.store.open(remote_id)
 
     def check(self) -> None:
         self.store.check()
