@@ -256,6 +256,9 @@ def _record(
         created_at + timedelta(seconds=options.expires_after_seconds) if options.expires_after_seconds else None
     )
     nbytes = remote.bytes if remote.bytes is not None else stream.bytes_read
+    # Read before the transaction: waiting for the hashing may yield (gevent), and a greenlet that
+    # yields while holding SQLite's write lock stalls every other one of its worker.
+    sha256 = stream.sha256
     with transaction.atomic():
         file = File.objects.create(
             public_id=remote.id,
@@ -268,7 +271,7 @@ def _record(
             bytes=nbytes,
             status=remote.status,
             status_details=remote.status_details or "",
-            sha256=stream.sha256,
+            sha256=sha256,
             created_at=created_at,
             expires_at=expires_at,
             api_key=api_key,
