@@ -5,7 +5,12 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint bench venv clean chromium
+# `make bench-pg` works in a database of its own on the local PostgreSQL server (created and dropped by
+# the run); BENCH_ARGS passes flags to bench/run.py, e.g. BENCH_ARGS=--quick.
+BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/filegate_bench
+BENCH_ARGS ?=
+
+.PHONY: run test lint bench bench-pg venv clean chromium
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,7 +40,12 @@ test: lint chromium
 	$(BIN)/python -m pytest
 
 bench: venv
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+bench-pg: venv
+	pg_isready --quiet --host 127.0.0.1 --port 5432 || \
+		pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
+	DATABASE_URL=$(BENCH_DATABASE_URL) $(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .data db.sqlite3 bench/.work .artifacts

@@ -1,8 +1,8 @@
 """The benchmark's HTTP client, built so that it is never the bottleneck.
 
 Uploads send the multipart framing with ``sendall`` and the file itself with ``os.sendfile`` (the
-kernel copies from the page cache); downloads ``readinto`` one reused buffer; latency runs use
-asyncio with raw keep-alive connections and a minimal response parser.
+kernel copies from the page cache); downloads ``readinto`` one reused buffer; latency runs (and the
+many small uploads) use asyncio with raw keep-alive connections and a minimal response parser.
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ import json
 import secrets
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 BUFFER_BYTES = 1024 * 1024
+# A small request unanswered this long means a stuck server: the run fails instead of waiting on.
+ANSWER_TIMEOUT_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,7 @@ class LatencyRun:
     errors: int
     wall_seconds: float
     body_bytes: int
+    answers: dict[int, tuple[int, bytes]] = field(default_factory=dict)  # by request index, when kept
 
     @property
     def requests_per_second(self) -> float:
@@ -150,32 +153,37 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool
         await reader.readexactly(2)
 
 
-async def _latency(host: str, port: int, requests: list[bytes], concurrency: int) -> LatencyRun:
+async def _exchange(host: str, port: int, requests: list[bytes], concurrency: int, keep: bool) -> LatencyRun:
     timings: list[float] = []
     errors = 0
     body_bytes = 0
-    queue = iter(requests)
+    answers: dict[int, tuple[int, bytes]] = {}
+    queue = enumerate(requests)
 
     async def worker() -> None:
         nonlocal errors, body_bytes
         reader, writer = await asyncio.open_connection(host, port)
         try:
-            for raw in queue:
+            for index, raw in queue:
                 started = time.perf_counter()
                 writer.write(raw)
                 try:
-                    status, body, close = await _read_response(reader)
+                    async with asyncio.timeout(ANSWER_TIMEOUT_SECONDS):
+                        status, body, close = await _read_response(reader)
                 except (asyncio.IncompleteReadError, ConnectionError):
                     # The server closed an idle keep-alive connection: reconnect and retry once.
                     writer.close()
                     reader, writer = await asyncio.open_connection(host, port)
                     started = time.perf_counter()
                     writer.write(raw)
-                    status, body, close = await _read_response(reader)
+                    async with asyncio.timeout(ANSWER_TIMEOUT_SECONDS):
+                        status, body, close = await _read_response(reader)
                 timings.append(time.perf_counter() - started)
                 body_bytes += len(body)
                 if status != 200:
                     errors += 1
+                if keep:
+                    answers[index] = (status, body)
                 if close:
                     writer.close()
                     reader, writer = await asyncio.open_connection(host, port)
@@ -184,18 +192,45 @@ async def _latency(host: str, port: int, requests: list[bytes], concurrency: int
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return LatencyRun(seconds=timings, errors=errors, wall_seconds=time.perf_counter() - started, body_bytes=body_bytes)
+    wall = time.perf_counter() - started
+    return LatencyRun(seconds=timings, errors=errors, wall_seconds=wall, body_bytes=body_bytes, answers=answers)
 
 
-def build_get(host: str, port: int, path: str, headers: dict[str, str]) -> bytes:
-    lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}", *(f"{k}: {v}" for k, v in headers.items())]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+def build_request(host: str, port: int, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> bytes:
+    """One HTTP/1.1 request, ready to write to a keep-alive connection."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", *(f"{k}: {v}" for k, v in headers.items())]
+    if body or method == "POST":
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def build_upload(
+    host: str, port: int, path: str, *, headers: dict[str, str], filename: str, content: bytes, purpose: str
+) -> bytes:
+    """A small file's upload as the SDK sends it (``purpose``, then ``file``), built in memory."""
+    boundary = "bench" + secrets.token_hex(12)
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n{purpose}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    body += content + f"\r\n--{boundary}--\r\n".encode()
+    multipart = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    return build_request(host, port, "POST", path, {**headers, **multipart}, body)
+
+
+def send(host: str, port: int, requests: list[bytes], *, concurrency: int, keep_answers: bool = False) -> LatencyRun:
+    """Send every request once over ``concurrency`` keep-alive connections; per-request seconds.
+
+    ``keep_answers`` keeps each answer's status and body, by the request's index, for checking.
+    """
+    return asyncio.run(_exchange(host, port, requests, concurrency, keep_answers))
 
 
 def latency(host: str, port: int, paths: list[str], *, headers: dict[str, str], concurrency: int) -> LatencyRun:
     """GET every path once over ``concurrency`` keep-alive connections; per-request seconds."""
-    requests = [build_get(host, port, path, headers) for path in paths]
-    return asyncio.run(_latency(host, port, requests, concurrency))
+    requests = [build_request(host, port, "GET", path, headers) for path in paths]
+    return send(host, port, requests, concurrency=concurrency)
 
 
 def percentile(values: list[float], pct: float) -> float:

@@ -1,11 +1,13 @@
-"""The benchmark: the gateway (gunicorn, DEBUG off) against direct calls to a fast fake upstream.
+"""The benchmark: the gateway, deployed as in production, against direct calls to fast fake upstreams.
 
-One run starts the fake upstream (``bench/upstream.py``) and the gateway, measures uploads, memory,
-downloads, retrieve and list latency, prints one table and writes it to ``bench/results.md``. It
-stops everything it started, by PID. PostgreSQL when ``DATABASE_URL`` is set, else a fresh SQLite
-file under ``bench/.work/``.
+One run starts each kind's fake upstream (``bench/kinds.py``) and the gateway under gunicorn with
+production's command line (``bench/deployment.py``), measures issue 14's figures (retrieves, small
+uploads, lists, CPU per request and per GB) and the large transfers, each beside the same requests
+sent straight to the upstream in the same run, prints the tables and writes them (``bench/report.py``).
+It stops everything it started, by PID. PostgreSQL when ``DATABASE_URL`` is set (``bench/database.py``),
+else a fresh SQLite file under ``bench/.work/``.
 
-    .venv/bin/python bench/run.py            # the full run (make bench), about a minute
+    .venv/bin/python bench/run.py            # the full run (make bench, make bench-pg), a few minutes
     .venv/bin/python bench/run.py --quick    # a smoke run with small sizes, writes bench/.work/
 """
 
@@ -13,21 +15,19 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
-import threading
 import time
-from collections.abc import Iterator
+import zlib
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,181 +40,68 @@ WORK = BENCH_DIR / ".work"
 sys.path.insert(0, str(BENCH_DIR))
 
 import client  # noqa: E402
+import database  # noqa: E402
+import deployment  # noqa: E402
 import upstream  # noqa: E402
+from kinds import DEFAULT_KINDS, KINDS, OPENAI_API, Api, Kind  # noqa: E402
+from processes import HOST, BenchError, Sample, Service, free_port, sampled  # noqa: E402
+from report import DETAIL, HEADLINE, LARGE, Results, render, write  # noqa: E402
 
-HOST = "127.0.0.1"
 MIB = 1024 * 1024
+GB = 1e9
 PYTHON = sys.executable
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
+CONCURRENCY = 16  # issue 14's "at c=16": retrieves and small uploads
 
 
 @dataclass(frozen=True)
 class Plan:
+    name: str
     upload_sizes: tuple[int, ...]
     repeats: int
     big_size: int  # the upload that memory is measured on, and the download
     concurrent_count: int
     concurrent_size: int
     latency_requests: int
-    list_files: int
+    small_files: int  # uploaded at concurrency 16, then listed
+    small_size: int
     list_requests: int
     results_path: Path
 
 
 FULL = Plan(
+    name="full",
     upload_sizes=(16 * MIB, 256 * MIB),
     repeats=3,
     big_size=256 * MIB,
     concurrent_count=8,
     concurrent_size=64 * MIB,
     latency_requests=2000,
-    list_files=10_000,
-    list_requests=200,
+    small_files=1000,
+    small_size=4096,
+    list_requests=100,
     results_path=BENCH_DIR / "results.md",
 )
 QUICK = Plan(
+    name="quick",
     upload_sizes=(1 * MIB, 8 * MIB),
     repeats=3,
     big_size=8 * MIB,
     concurrent_count=8,
     concurrent_size=2 * MIB,
     latency_requests=300,
-    list_files=500,
-    list_requests=50,
+    small_files=200,
+    small_size=4096,
+    list_requests=20,
     results_path=WORK / "results-quick.md",
 )
-
-
-class BenchError(Exception):
-    """A wrong answer (status, size, checksum): the run is invalid, whatever the timings."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-# --- processes ------------------------------------------------------------------------------------
-
-
-class Service:
-    """A process the benchmark started: logged to a file, stopped by its PID."""
-
-    def __init__(self, name: str, args: list[str], *, env: dict[str, str], port: int) -> None:
-        self.name = name
-        self.port = port
-        self.log_path = WORK / "logs" / f"{name}.log"
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def wait_ready(self, path: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise BenchError(f"{self.name} exited with {self.process.returncode}; see {self.log_path}")
-            try:
-                status, _ = client.request_json(HOST, self.port, "GET", path, headers={})
-                if status == 200:
-                    return
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.1)
-        raise BenchError(f"{self.name} did not answer {path} within {timeout:.0f}s; see {self.log_path}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)  # gunicorn's master stops its own workers
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-        self._log.close()
-
-
-def tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its children (gunicorn master + workers)."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    total = 0
-    for proc in procs:
-        with suppress(psutil.NoSuchProcess):
-            total += proc.memory_info().rss
-    return total
-
-
-def tree_cpu(pid: int) -> dict[int, float]:
-    """CPU seconds (user + system) of a process and each of its children, by PID."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return {}
-    seconds = {}
-    for proc in procs:
-        with suppress(psutil.NoSuchProcess):
-            times = proc.cpu_times()
-            seconds[proc.pid] = times.user + times.system
-    return seconds
-
-
-@dataclass
-class Sample:
-    baseline: int = 0
-    peak: int = 0
-    cpu_by_pid: dict[int, float] = field(default_factory=dict)
-
-    @property
-    def growth(self) -> int:
-        return max(0, self.peak - self.baseline)
-
-    @property
-    def cpu_seconds(self) -> float:
-        return sum(self.cpu_by_pid.values())
-
-    @property
-    def busiest_share(self) -> float:
-        """The busiest process's part of the CPU: near 1.0 when one gunicorn worker got every connection."""
-        return max(self.cpu_by_pid.values()) / self.cpu_seconds if self.cpu_seconds else 0.0
-
-
-@contextmanager
-def sampled(pid: int, interval: float = 0.05) -> Iterator[Sample]:
-    """Sample the process tree's RSS every ``interval`` seconds while the block runs, and its CPU."""
-    sample = Sample(baseline=tree_rss(pid))
-    sample.peak = sample.baseline
-    cpu_before = tree_cpu(pid)
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.wait(interval):
-            sample.peak = max(sample.peak, tree_rss(pid))
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    try:
-        yield sample
-    finally:
-        stop.set()
-        thread.join()
-        sample.peak = max(sample.peak, tree_rss(pid))
-        sample.cpu_by_pid = {child: seconds - cpu_before.get(child, 0.0) for child, seconds in tree_cpu(pid).items()}
 
 
 # --- set-up ---------------------------------------------------------------------------------------
 
 
-def gateway_env() -> dict[str, str]:
-    env = {
+def gateway_env(database_url: str) -> dict[str, str]:
+    return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "DEBUG": "false",
@@ -223,46 +110,51 @@ def gateway_env() -> dict[str, str]:
         "DATA_DIR": str(WORK / "data"),
         "ALLOWED_HOSTS": HOST,
         "LOG_LEVEL": "WARNING",
+        "DATABASE_URL": database_url,
     }
-    if not os.environ.get("DATABASE_URL"):
-        env["DATABASE_URL"] = f"sqlite:///{WORK / 'bench.sqlite3'}"
-    return env
+
+
+def run_python(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run([PYTHON, *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise BenchError(f"{' '.join(args[:3])} failed:\n{done.stdout}\n{done.stderr}")
+    return done.stdout
 
 
 def manage(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise BenchError(f"manage.py {' '.join(args[:2])} failed:\n{done.stdout}\n{done.stderr}")
-    return done.stdout
+    return run_python(env, "manage.py", *args)
 
 
-def run_script(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run([PYTHON, *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise BenchError(f"{' '.join(args[:2])} failed:\n{done.stdout}\n{done.stderr}")
-    return done.stdout
+# What the gateway's own settings make of the database, and which kinds its registry offers.
+FACTS = """
+import json
+from django.db import connection
+from providers import registry
+with connection.cursor() as cursor:
+    cursor.execute("SHOW server_version" if connection.vendor == "postgresql" else "SELECT sqlite_version()")
+    version = cursor.fetchone()[0]
+settings = connection.settings_dict
+print(json.dumps({
+    "kinds": registry.kinds(), "vendor": connection.display_name, "version": version,
+    "pool": repr(settings["OPTIONS"].get("pool", False)), "conn_max_age": settings["CONN_MAX_AGE"],
+}))
+"""
 
 
-@dataclass
-class Tenant:
-    slug: str
-    key: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.key}"}
+def account_key(role: str, kind: Kind) -> str:
+    """Each account's upstream key is its own, so the fake keeps its files apart from every other's."""
+    return f"sk-{role}-{kind.name}"
 
 
-def make_tenant(env: dict[str, str], slug: str) -> Tenant:
+def make_tenant(env: dict[str, str], slug: str, kinds: list[Kind], fakes: dict[str, Service], role: str) -> str:
+    """An organisation with one account per kind, named after the kind (``local`` the default); its API key."""
     manage(env, "create_org", slug)
     key = manage(env, "create_api_key", slug, "--name", "bench").strip().splitlines()[-1]
-    manage(env, "add_provider_account", slug, "disk", "--kind", "local", "--default")
-    return Tenant(slug=slug, key=key)
-
-
-def available_kinds(env: dict[str, str]) -> list[str]:
-    out = manage(env, "shell", "-c", "from providers import registry; print(','.join(registry.kinds()))")
-    return out.strip().splitlines()[-1].split(",")
+    for kind in kinds:
+        settings = kind.account_settings(url=fakes[kind.fake].url, key=account_key(role, kind))
+        default = ["--default"] if kind.name == "local" else []
+        manage(env, "add_provider_account", slug, kind.name, "--kind", kind.name, *default, *settings)
+    return key
 
 
 def make_input(path: Path, size: int) -> Path:
@@ -277,32 +169,64 @@ def make_input(path: Path, size: int) -> Path:
     return path
 
 
-# --- measurements ---------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class Target:
-    """Where a request goes: ``direct`` to the upstream, or through the gateway for one account kind."""
+    """Where requests go: straight to a fake upstream (a ``direct`` target), or through the gateway for one kind."""
 
-    name: str  # direct, local, openai
+    name: str  # "direct", "direct-<api>", or the kind
     port: int
     headers: dict[str, str]
-    server_pid: int  # whose memory to sample
-    files_path: str = "/v1/files"
+    server_pid: int  # whose memory and CPU are sampled
+    files_path: str
+    fake_port: int  # the fake that receives the bytes (unless the gateway stores them)
+    fake_headers: dict[str, str]  # the key the fake files them under
+    stores_bytes: bool = False
+    purpose: str = "assistants"
+    direct: str = ""  # for a gateway target: the name of its direct baseline
+
+    @property
+    def is_direct(self) -> bool:
+        return not self.direct
 
 
-@dataclass
-class Results:
-    rows: list[tuple[str, ...]] = field(default_factory=list)
-    missed: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+def direct_name(api: Api) -> str:
+    return "direct" if api == OPENAI_API else f"direct-{api.name}"
 
-    def add(self, measurement: str, kind: str, direct: str, gateway: str, ratio: str, target: str, met: bool | None):
-        mark = "" if met is None else ("yes" if met else "**no**")
-        self.rows.append((measurement, kind, direct, gateway, ratio, target, mark))
-        if met is False:
-            versus = f", {ratio} against direct" if ratio else ""
-            self.missed.append(f"{measurement} ({kind}): gateway {gateway}{versus}; target {target}")
+
+def make_targets(
+    kinds: list[Kind], fakes: dict[str, Service], gateway: Service, api_key: str, role: str
+) -> dict[str, Target]:
+    """The direct baselines first (one per upstream API), then one gateway target per kind."""
+    targets: dict[str, Target] = {}
+    for kind in kinds:
+        fake, name = fakes[kind.fake], direct_name(kind.api)
+        headers = kind.api.headers(f"sk-direct-{role}-{kind.api.name}")
+        targets[name] = Target(
+            name=name,
+            port=fake.port,
+            headers=headers,
+            server_pid=fake.pid,
+            files_path=kind.api.files_path,
+            fake_port=fake.port,
+            fake_headers=headers,
+        )
+    for kind in kinds:
+        targets[kind.name] = Target(
+            name=kind.name,
+            port=gateway.port,
+            headers={"Authorization": f"Bearer {api_key}", "X-Provider-Account": kind.name},
+            server_pid=gateway.pid,
+            files_path="/v1/files",
+            fake_port=fakes[kind.fake].port,
+            fake_headers=kind.api.headers(account_key(role, kind)),
+            stores_bytes=kind.stores_bytes,
+            purpose=kind.purpose,
+            direct=direct_name(kind.api),
+        )
+    return targets
+
+
+# --- measurements ---------------------------------------------------------------------------------
 
 
 def disk_write_seconds(source: Path, repeats: int) -> list[float]:
@@ -328,42 +252,77 @@ def mbps(nbytes: int, seconds: float) -> float:
     return nbytes / seconds / 1e6
 
 
+def ms(run: client.LatencyRun, pct: float) -> float:
+    return client.percentile(run.seconds, pct) * 1e3
+
+
 def check_upload(result: client.Upload, size: int, what: str) -> str:
     if result.status != 200 or result.body.get("bytes") != size:
         raise BenchError(f"{what}: status {result.status}, body {result.body}")
     return result.body["id"]
 
 
+@dataclass
+class SmallFiles:
+    """One target's burst of small uploads: what was sent, what came back, what it cost."""
+
+    run: client.LatencyRun
+    sample: Sample
+    ids: list[str] = field(default_factory=list)
+
+
 class Bench:
-    def __init__(self, plan: Plan, upstream_port: int, targets: dict[str, Target], inputs: dict[int, Path]) -> None:
+    def __init__(
+        self, plan: Plan, targets: dict[str, Target], small_targets: dict[str, Target], inputs: dict[int, Path]
+    ) -> None:
         self.plan = plan
-        self.upstream_port = upstream_port
         self.targets = targets
+        self.small_targets = small_targets  # the same servers, another organisation and upstream keys
         self.inputs = inputs
         self.crcs = {size: client.file_crc32(path) for size, path in inputs.items()}
         self.results = Results()
         self.big_ids: dict[str, str] = {}
         self.small_ids: dict[str, str] = {}
+        self.small_files: dict[str, SmallFiles] = {}
 
     def log(self, message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
-    def verify_stored(self, target: Target, file_id: str, size: int) -> None:
-        """The bytes arrived whole: the upstream's CRC-32, or the local file on disk."""
-        if target.name == "local":
-            stored = next((WORK / "data" / "files").glob(f"*/{file_id}"), None)
-            if stored is None or stored.stat().st_size != size:
-                raise BenchError(f"local upload {file_id}: stored file missing or wrong size")
-            if client.file_crc32(stored) != self.crcs[size]:
-                raise BenchError(f"local upload {file_id}: stored bytes differ from the input")
-            return
-        status, record = client.request_json(HOST, self.upstream_port, "GET", f"/_bench/files/{file_id}", headers={})
-        if status != 200 or record["bytes"] != size or record["crc32"] != self.crcs[size]:
-            raise BenchError(f"{target.name} upload {file_id}: upstream recorded {record}")
+    def gateway_targets(self) -> list[Target]:
+        return [target for target in self.targets.values() if not target.is_direct]
+
+    def stored(self, target: Target, ids: list[str]) -> dict[str, tuple[int, int]]:
+        """(bytes, CRC-32) of what the target's uploads delivered, by id: read back from the data folder
+        for a kind that stores the bytes, else as the fake received them under the target's key."""
+        if target.stores_bytes:
+            paths = {file_id: next((WORK / "data" / "files").glob(f"*/{file_id}"), None) for file_id in ids}
+            return {
+                file_id: (path.stat().st_size, client.file_crc32(path))
+                for file_id, path in paths.items()
+                if path is not None
+            }
+        status, records = client.request_json(
+            HOST, target.fake_port, "GET", "/_bench/files", headers=target.fake_headers
+        )
+        if status != 200:
+            raise BenchError(f"{target.name}: the fake's records answered {status}")
+        return {file_id: (record["bytes"], record["crc32"]) for file_id, record in records.items()}
+
+    def verify_stored(self, target: Target, expected: dict[str, tuple[int, int]]) -> None:
+        """The bytes arrived whole: every id's (bytes, CRC-32) is what was sent."""
+        stored = self.stored(target, list(expected))
+        wrong = [file_id for file_id, figures in expected.items() if stored.get(file_id) != figures]
+        if wrong:
+            raise BenchError(
+                f"{target.name}: {len(wrong)} uploads stored wrong, e.g. {wrong[0]}: {stored.get(wrong[0])}, "
+                f"expected {expected[wrong[0]]}"
+            )
 
     def upload_once(self, target: Target, size: int) -> tuple[float, Sample, str]:
         with sampled(target.server_pid) as sample:
-            result = client.upload(HOST, target.port, target.files_path, self.inputs[size], headers=target.headers)
+            result = client.upload(
+                HOST, target.port, target.files_path, self.inputs[size], headers=target.headers, purpose=target.purpose
+            )
         file_id = check_upload(result, size, f"{target.name} upload of {size} bytes")
         return result.seconds, sample, file_id
 
@@ -378,79 +337,110 @@ class Bench:
             run = client.latency(HOST, target.port, paths, headers=target.headers, concurrency=4)
             if run.errors:
                 raise BenchError(f"{target.name}: {run.errors} failed retrieves during warm-up")
+        for target in self.small_targets.values():
+            # Lists only: the small-files organisation must hold exactly the files of its burst.
+            run = client.latency(HOST, target.port, [target.files_path] * 40, headers=target.headers, concurrency=4)
+            if run.errors:
+                raise BenchError(f"{target.name}: {run.errors} failed lists during warm-up")
+
+    # --- large transfers ------------------------------------------------------------------------------
 
     def uploads(self) -> None:
         for size in self.plan.upload_sizes:
             seconds: dict[str, list[float]] = {name: [] for name in self.targets}
-            growth: dict[str, list[Sample]] = {name: [] for name in self.targets}
+            samples: dict[str, list[Sample]] = {name: [] for name in self.targets}
             for repeat in range(self.plan.repeats):
                 for target in self.targets.values():  # interleaved, so drift hits every target alike
                     took, sample, file_id = self.upload_once(target, size)
                     if repeat == 0:
-                        self.verify_stored(target, file_id, size)
+                        self.verify_stored(target, {file_id: (size, self.crcs[size])})
                     if size == self.plan.big_size:
                         self.big_ids[target.name] = file_id
                     seconds[target.name].append(took)
-                    growth[target.name].append(sample)
+                    samples[target.name].append(sample)
             self.log(
                 f"upload {size // MIB} MiB: "
                 + ", ".join(f"{n} {mbps(size, statistics.median(s)):.0f} MB/s" for n, s in seconds.items())
             )
-            direct = mbps(size, statistics.median(seconds["direct"]))
-            disk_seconds = disk_write_seconds(self.inputs[size], self.plan.repeats)
-            disk = mbps(size, statistics.median(disk_seconds))
-            local = mbps(size, statistics.median(seconds["local"]))
-            self.results.add(
-                f"Upload {size // MIB} MiB vs a plain write of the file to the same disk, MB/s",
-                "local",
-                f"{disk:.0f} (disk)",
-                f"{local:.0f}",
-                f"{local / disk:.2f}x",
-                "",
-                None,
-            )
-            for name in self.gateway_kinds():
-                gateway = mbps(size, statistics.median(seconds[name]))
-                ratio = gateway / direct
-                target_met = ratio >= 0.8 if size == self.plan.big_size else None
-                self.results.add(
+            rate = {name: mbps(size, statistics.median(values)) for name, values in seconds.items()}
+            if any(target.stores_bytes for target in self.gateway_targets()):
+                self.disk_reference(size, rate)
+            for target in self.gateway_targets():
+                ratio = rate[target.name] / rate[target.direct]
+                is_big = size == self.plan.big_size
+                self.results.versus(
+                    LARGE,
                     f"Upload {size // MIB} MiB, MB/s (median of {self.plan.repeats})",
-                    name,
-                    f"{direct:.0f}",
-                    f"{gateway:.0f}",
-                    f"{ratio:.2f}x",
-                    ">= 0.8x" if size == self.plan.big_size else "",
-                    target_met,
+                    target.name,
+                    direct=rate[target.direct],
+                    gateway=rate[target.name],
+                    places=0,
+                    target=">= 0.8x" if is_big else "",
+                    met=ratio >= 0.8 if is_big else None,
                 )
-            if size == self.plan.big_size:
-                upstream_growth = max(s.growth for s in growth["direct"]) / MIB
-                for name in self.gateway_kinds():
-                    gateway_growth = max(s.growth for s in growth[name]) / MIB
-                    cpu = statistics.median(s.cpu_seconds for s in growth[name])
-                    self.results.add(
-                        f"Peak RSS growth, one {size // MIB} MiB upload, MiB (worst of {self.plan.repeats})",
-                        name,
-                        f"{upstream_growth:.1f}",
-                        f"{gateway_growth:.1f}",
-                        "",
-                        "<= 32 MiB",
-                        gateway_growth <= 32,
-                    )
-                    self.results.notes.append(
-                        f"Gateway CPU per {size // MIB} MiB upload ({name}): {cpu:.2f} s (all gunicorn processes); "
-                        f"upstream CPU per direct upload: "
-                        f"{statistics.median(s.cpu_seconds for s in growth['direct']):.2f} s."
-                    )
+                if is_big:
+                    self.upload_costs(target, size, samples)
+
+    def disk_reference(self, size: int, rate: dict[str, float]) -> None:
+        disk = mbps(size, statistics.median(disk_write_seconds(self.inputs[size], self.plan.repeats)))
+        for target in self.gateway_targets():
+            if target.stores_bytes:
+                self.results.add(
+                    LARGE,
+                    f"Upload {size // MIB} MiB vs a plain write of the file to the same disk, MB/s",
+                    target.name,
+                    direct=f"{disk:.0f} (disk)",
+                    gateway=f"{rate[target.name]:.0f}",
+                    ratio=f"{rate[target.name] / disk:.2f}x",
+                )
+
+    def upload_costs(self, target: Target, size: int, samples: dict[str, list[Sample]]) -> None:
+        """Memory growth (worst of the repeats) and CPU per GB (median), the gateway's beside the upstream's."""
+        measurement = f"Peak RSS growth, one {size // MIB} MiB upload, MiB (worst of {self.plan.repeats})"
+        self.memory(measurement, target, samples, limit_mib=32)
+        self.cpu_per_gb("uploaded", size, target, samples)
+
+    def memory(self, measurement: str, target: Target, samples: dict[str, list[Sample]], *, limit_mib: int) -> None:
+        """Peak RSS growth, the worst of ``samples``: the gateway's beside the upstream's, against a limit."""
+        direct, gateway = (max(s.growth for s in samples[name]) / MIB for name in (target.direct, target.name))
+        self.results.add(
+            LARGE,
+            measurement,
+            target.name,
+            direct=f"{direct:.1f}",
+            gateway=f"{gateway:.1f}",
+            target=f"<= {limit_mib} MiB",
+            met=gateway <= limit_mib,
+        )
+
+    def cpu_per_gb(self, verb: str, size: int, target: Target, samples: dict[str, list[Sample]]) -> None:
+        gateway = statistics.median(s.cpu_seconds for s in samples[target.name]) / (size / GB)
+        upstream_own = statistics.median(s.cpu_seconds for s in samples[target.direct]) / (size / GB)
+        self.results.versus(
+            HEADLINE,
+            f"CPU seconds per GB {verb} ({size // MIB} MiB transfers)",
+            target.name,
+            direct=upstream_own,
+            gateway=gateway,
+            places=2,
+        )
 
     def concurrent_uploads(self) -> None:
         count, size = self.plan.concurrent_count, self.plan.concurrent_size
-        figures: dict[str, tuple[float, float]] = {}
+        figures: dict[str, float] = {}
+        samples: dict[str, list[Sample]] = {}
         for target in self.targets.values():
             with sampled(target.server_pid) as sample, ThreadPoolExecutor(count) as pool:
                 started = time.perf_counter()
                 futures = [
                     pool.submit(
-                        client.upload, HOST, target.port, target.files_path, self.inputs[size], headers=target.headers
+                        client.upload,
+                        HOST,
+                        target.port,
+                        target.files_path,
+                        self.inputs[size],
+                        headers=target.headers,
+                        purpose=target.purpose,
                     )
                     for _ in range(count)
                 ]
@@ -458,30 +448,23 @@ class Bench:
                 wall = time.perf_counter() - started
             for result in results:
                 check_upload(result, size, f"{target.name} concurrent upload")
-            figures[target.name] = (sample.growth / MIB, mbps(count * size, wall))
+            figures[target.name] = mbps(count * size, wall)
+            samples[target.name] = [sample]
         self.log(
             f"{count} x {size // MIB} MiB concurrent: "
-            + ", ".join(f"{n} +{g:.1f} MiB, {r:.0f} MB/s" for n, (g, r) in figures.items())
+            + ", ".join(f"{n} +{samples[n][0].growth / MIB:.1f} MiB, {r:.0f} MB/s" for n, r in figures.items())
         )
-        for name in self.gateway_kinds():
-            growth, rate = figures[name]
-            self.results.add(
-                f"Peak RSS growth, {count} concurrent {size // MIB} MiB uploads, MiB",
-                name,
-                f"{figures['direct'][0]:.1f}",
-                f"{growth:.1f}",
-                "",
-                "<= 128 MiB",
-                growth <= 128,
+        for target in self.gateway_targets():
+            self.memory(
+                f"Peak RSS growth, {count} concurrent {size // MIB} MiB uploads, MiB", target, samples, limit_mib=128
             )
-            self.results.add(
+            self.results.versus(
+                LARGE,
                 f"Aggregate MB/s, {count} concurrent {size // MIB} MiB uploads",
-                name,
-                f"{figures['direct'][1]:.0f}",
-                f"{rate:.0f}",
-                f"{rate / figures['direct'][1]:.2f}x",
-                "",
-                None,
+                target.name,
+                direct=figures[target.direct],
+                gateway=figures[target.name],
+                places=0,
             )
 
     def downloads(self) -> None:
@@ -490,8 +473,7 @@ class Bench:
             if target.name not in self.big_ids:
                 self.big_ids[target.name] = self.upload_once(target, size)[2]
         seconds: dict[str, list[float]] = {name: [] for name in self.targets}
-        growth: dict[str, list[int]] = {name: [] for name in self.targets}
-        server_cpu: dict[str, list[float]] = {name: [] for name in self.targets}
+        samples: dict[str, list[Sample]] = {name: [] for name in self.targets}
         client_cpu: dict[str, list[float]] = {name: [] for name in self.targets}
         pattern_crc = upstream.pattern_crc32(size)
         for _ in range(self.plan.repeats):
@@ -501,192 +483,287 @@ class Bench:
                 with sampled(target.server_pid) as sample:
                     result = client.download(HOST, target.port, path, headers=target.headers)
                 client_cpu[target.name].append(time.thread_time() - client_started)
-                server_cpu[target.name].append(sample.cpu_seconds)
-                expected = self.crcs[size] if target.name == "local" else pattern_crc
+                expected = self.crcs[size] if target.stores_bytes else pattern_crc
                 if result.status != 200 or result.nbytes != size or result.crc32 != expected:
                     raise BenchError(f"{target.name} download: status {result.status}, {result.nbytes} bytes")
                 seconds[target.name].append(result.seconds)
-                growth[target.name].append(sample.growth)
+                samples[target.name].append(sample)
         self.log(
             f"download {size // MIB} MiB: "
             + ", ".join(f"{n} {mbps(size, statistics.median(s)):.0f} MB/s" for n, s in seconds.items())
         )
-        direct = mbps(size, statistics.median(seconds["direct"]))
-        for name in self.gateway_kinds():
-            gateway = mbps(size, statistics.median(seconds[name]))
-            self.results.add(
+        for target in self.gateway_targets():
+            direct = mbps(size, statistics.median(seconds[target.direct]))
+            gateway = mbps(size, statistics.median(seconds[target.name]))
+            self.results.versus(
+                LARGE,
                 f"Download {size // MIB} MiB, MB/s (median of {self.plan.repeats})",
-                name,
-                f"{direct:.0f}",
-                f"{gateway:.0f}",
-                f"{gateway / direct:.2f}x",
-                ">= 0.9x",
-                gateway / direct >= 0.9,
+                target.name,
+                direct=direct,
+                gateway=gateway,
+                places=0,
+                target=">= 0.9x",
+                met=gateway / direct >= 0.9,
             )
-            gateway_cpu, direct_cpu = statistics.median(server_cpu[name]), statistics.median(server_cpu["direct"])
+            self.memory(f"Peak RSS growth, {size // MIB} MiB download, MiB", target, samples, limit_mib=32)
+            self.cpu_per_gb("downloaded", size, target, samples)
             self.results.notes.append(
-                f"CPU per {size // MIB} MiB download ({name}): gateway {gateway_cpu:.2f} s (all gunicorn processes), "
-                f"client {statistics.median(client_cpu[name]):.2f} s; direct: upstream {direct_cpu:.2f} s, "
-                f"client {statistics.median(client_cpu['direct']):.2f} s."
+                f"Client CPU per {size // MIB} MiB download ({target.name}): "
+                f"{statistics.median(client_cpu[target.name]):.2f} s through the gateway, "
+                f"{statistics.median(client_cpu[target.direct]):.2f} s direct."
             )
-            worst = max(growth[name]) / MIB
-            self.results.add(
-                f"Peak RSS growth, {size // MIB} MiB download, MiB",
-                name,
-                f"{max(growth['direct']) / MIB:.1f}",
-                f"{worst:.1f}",
-                "",
-                "< 32 MiB",
-                worst < 32,
-            )
+
+    # --- small requests ---------------------------------------------------------------------------
 
     def floor(self) -> None:
         """The server's floor: /healthz (no DRF, no database) through gunicorn and Django's middleware."""
         total = self.plan.latency_requests
         figures = {}
-        for name, target in (("direct", self.targets["direct"]), ("gateway", self.targets["local"])):
+        gateway = self.gateway_targets()[0]
+        direct = self.targets[gateway.direct]
+        for name, target in (("direct", direct), ("gateway", gateway)):
             client.latency(HOST, target.port, ["/healthz"] * (total // 10), headers={}, concurrency=1)
             with sampled(target.server_pid) as sample:
                 run = client.latency(HOST, target.port, ["/healthz"] * total, headers={}, concurrency=1)
             if run.errors:
                 raise BenchError(f"{name}: {run.errors} failed health checks")
-            figures[name] = (client.percentile(run.seconds, 50) * 1e3, sample.cpu_seconds / total * 1e3)
+            figures[name] = (ms(run, 50), sample.cpu_seconds / total * 1e3)
         (d50, dcpu), (g50, gcpu) = figures["direct"], figures["gateway"]
         self.log(f"healthz c1: direct p50 {d50:.2f} ms, gateway p50 {g50:.2f} ms ({gcpu:.2f} ms CPU)")
         self.results.add(
-            "Floor: GET /healthz, concurrency 1: p50 ms (CPU ms)",
+            DETAIL,
+            "Floor: GET /healthz at concurrency 1, p50 ms (CPU ms)",
             "-",
-            f"{d50:.2f} ({dcpu:.3f})",
-            f"{g50:.2f} ({gcpu:.3f})",
-            f"+{g50 - d50:.2f} ms",
-            "",
-            None,
+            direct=f"{d50:.2f} ({dcpu:.3f})",
+            gateway=f"{g50:.2f} ({gcpu:.3f})",
+            ratio=f"+{g50 - d50:.2f} ms",
         )
+
+    def retrieve_runs(self, concurrency: int) -> dict[str, tuple[client.LatencyRun, Sample]]:
+        total = self.plan.latency_requests
+        runs = {}
+        for target in self.targets.values():
+            paths = [f"{target.files_path}/{self.small_ids[target.name]}"] * total
+            client.latency(HOST, target.port, paths[: total // 10], headers=target.headers, concurrency=concurrency)
+            with sampled(target.server_pid) as sample:
+                run = client.latency(HOST, target.port, paths, headers=target.headers, concurrency=concurrency)
+            if run.errors:
+                raise BenchError(f"{target.name}: {run.errors} of {total} retrieves failed")
+            status, body = client.request_json(HOST, target.port, "GET", paths[0], headers=target.headers)
+            if status != 200 or body.get("id") != self.small_ids[target.name]:
+                raise BenchError(f"{target.name} retrieve: status {status}, body {body}")
+            runs[target.name] = (run, sample)
+        self.log(
+            f"retrieve c{concurrency}: "
+            + ", ".join(
+                f"{n} p50 {ms(r, 50):.2f} ms p99 {ms(r, 99):.2f} ms {r.requests_per_second:.0f}/s"
+                for n, (r, _) in runs.items()
+            )
+        )
+        return runs
 
     def retrieves(self) -> None:
         self.floor()
         total = self.plan.latency_requests
-        for concurrency in (1, 16):
-            runs: dict[str, client.LatencyRun] = {}
-            cpu: dict[str, float] = {}
-            shares: dict[str, float] = {}
-            for target in self.targets.values():
-                paths = [f"{target.files_path}/{self.small_ids[target.name]}"] * total
-                client.latency(HOST, target.port, paths[: total // 10], headers=target.headers, concurrency=concurrency)
-                with sampled(target.server_pid) as sample:
-                    run = client.latency(HOST, target.port, paths, headers=target.headers, concurrency=concurrency)
-                cpu[target.name] = sample.cpu_seconds / total * 1e3
-                shares[target.name] = sample.busiest_share
-                if run.errors:
-                    raise BenchError(f"{target.name}: {run.errors} of {total} retrieves failed")
-                runs[target.name] = run
-            self.log(
-                f"retrieve c{concurrency}: "
-                + ", ".join(
-                    f"{n} p50 {client.percentile(r.seconds, 50) * 1e3:.2f} ms p99 "
-                    f"{client.percentile(r.seconds, 99) * 1e3:.2f} ms {r.requests_per_second:.0f}/s"
-                    for n, r in runs.items()
-                )
-            )
-            direct = runs["direct"]
-            d50, d99 = client.percentile(direct.seconds, 50) * 1e3, client.percentile(direct.seconds, 99) * 1e3
-            for name in self.gateway_kinds():
-                run = runs[name]
-                g50, g99 = client.percentile(run.seconds, 50) * 1e3, client.percentile(run.seconds, 99) * 1e3
-                label = f"Retrieve, concurrency {concurrency}, {total} requests"
-                if concurrency == 1:
-                    self.results.add(
-                        f"{label}: p50 ms",
-                        name,
-                        f"{d50:.2f}",
-                        f"{g50:.2f}",
-                        f"+{g50 - d50:.2f} ms",
-                        "<= +1 ms",
-                        g50 - d50 <= 1.0,
-                    )
-                    self.results.add(
-                        f"{label}: p99 ms", name, f"{d99:.2f}", f"{g99:.2f}", f"+{g99 - d99:.2f} ms", "", None
-                    )
-                    self.results.add(
-                        "CPU per retrieve, ms (gunicorn processes; direct: the upstream)",
-                        name,
-                        f"{cpu['direct']:.3f}",
-                        f"{cpu[name]:.3f}",
-                        f"{cpu[name] / cpu['direct']:.1f}x",
-                        "",
-                        None,
-                    )
-                    cores = os.cpu_count() or 1
-                    self.results.notes.append(
-                        f"`{name}` retrieve costs the gateway {cpu[name]:.2f} ms of CPU: {cores} cores given to "
-                        f"the gateway alone would serve at most {cores / cpu[name] * 1e3:.0f} retrieves/s."
-                    )
-                else:
-                    rate = run.requests_per_second
-                    self.results.add(
-                        f"{label}: req/s",
-                        name,
-                        f"{direct.requests_per_second:.0f}",
-                        f"{rate:.0f}",
-                        f"{rate / direct.requests_per_second:.2f}x",
-                        ">= 1500",
-                        rate >= 1500,
-                    )
-                    self.results.add(f"{label}: p50 ms", name, f"{d50:.2f}", f"{g50:.2f}", "", "", None)
-                    self.results.notes.append(
-                        f"`{name}` retrieves at concurrency {concurrency}: the busiest gunicorn worker did "
-                        f"{shares[name]:.0%} of the gateway's CPU (keep-alive connections stay with the worker "
-                        "that accepted them, so one worker can end up with most of them)."
-                    )
-                    self.results.add(f"{label}: p99 ms", name, f"{d99:.2f}", f"{g99:.2f}", "", "< 25 ms", g99 < 25)
+        one, many = self.retrieve_runs(1), self.retrieve_runs(CONCURRENCY)
 
-    def lists(self, list_targets: dict[str, Target]) -> None:
-        count = self.plan.list_files
-        for limit, requests in ((100, self.plan.list_requests), (count, 10)):
-            runs: dict[str, client.LatencyRun] = {}
-            for name, target in list_targets.items():
-                paths = [f"{target.files_path}?limit={limit}"] * requests
-                client.latency(HOST, target.port, paths[:3], headers=target.headers, concurrency=1)
+        def cpu_ms(sample: Sample) -> float:
+            return sample.cpu_seconds / total * 1e3
+
+        for target in self.gateway_targets():
+            (d1, dcpu1), (g1, gcpu1) = one[target.direct], one[target.name]
+            (d16, dcpu16), (g16, gcpu16) = many[target.direct], many[target.name]
+            overhead = ms(g1, 50) - ms(d1, 50)
+            rate, gcpu = g16.requests_per_second, cpu_ms(gcpu16)
+            add = self.results.add
+            add(
+                HEADLINE,
+                "Retrieve p50 at concurrency 1, ms",
+                target.name,
+                direct=f"{ms(d1, 50):.2f}",
+                gateway=f"{ms(g1, 50):.2f}",
+                ratio=f"+{overhead:.2f} ms",
+                target="<= direct + 1 ms",
+                met=overhead <= 1.0,
+            )
+            versus = self.results.versus
+            versus(
+                HEADLINE,
+                f"Retrieves at concurrency {CONCURRENCY}, req/s",
+                target.name,
+                direct=d16.requests_per_second,
+                gateway=rate,
+                places=0,
+                target=">= 1500",
+                met=rate >= 1500,
+            )
+            versus(
+                HEADLINE,
+                f"Gateway CPU per GET, ms (retrieves at concurrency {CONCURRENCY})",
+                target.name,
+                direct=cpu_ms(dcpu16),
+                gateway=gcpu,
+                places=3,
+                target="<= 0.8 ms",
+                met=gcpu <= 0.8,
+            )
+            add(
+                DETAIL,
+                "Retrieve p99 at concurrency 1, ms",
+                target.name,
+                direct=f"{ms(d1, 99):.2f}",
+                gateway=f"{ms(g1, 99):.2f}",
+            )
+            versus(
+                DETAIL,
+                "CPU per GET at concurrency 1, ms",
+                target.name,
+                direct=cpu_ms(dcpu1),
+                gateway=cpu_ms(gcpu1),
+                places=3,
+            )
+            for pct, goal in ((50, ""), (99, "< 25 ms")):
+                add(
+                    DETAIL,
+                    f"Retrieve p{pct} at concurrency {CONCURRENCY}, ms",
+                    target.name,
+                    direct=f"{ms(d16, pct):.2f}",
+                    gateway=f"{ms(g16, pct):.2f}",
+                    target=goal,
+                    met=ms(g16, pct) < 25 if goal else None,
+                )
+            cores = os.cpu_count() or 1
+            self.results.notes.append(
+                f"`{target.name}` retrieves at concurrency {CONCURRENCY}: {gcpu:.2f} ms of gateway CPU each, so "
+                f"{cores} cores given to the gateway alone would serve at most {cores / gcpu * 1e3:.0f}/s; the "
+                f"busiest gunicorn process did {gcpu16.busiest_share:.0%} of the gateway's CPU."
+            )
+
+    def small_burst(self, target: Target) -> SmallFiles:
+        """``small_files`` uploads of distinct random files at concurrency 16, every answer checked."""
+        count, size = self.plan.small_files, self.plan.small_size
+        contents = [os.urandom(size) for _ in range(count)]
+        names = [f"small-{index:05d}.bin" for index in range(count)]
+        requests = [
+            client.build_upload(
+                HOST,
+                target.port,
+                target.files_path,
+                headers=target.headers,
+                filename=names[index],
+                content=contents[index],
+                purpose=target.purpose,
+            )
+            for index in range(count)
+        ]
+        with sampled(target.server_pid) as sample:
+            run = client.send(HOST, target.port, requests, concurrency=CONCURRENCY, keep_answers=True)
+        burst = SmallFiles(run=run, sample=sample)
+        expected: dict[str, tuple[int, int]] = {}
+        for index in range(count):
+            status, raw = run.answers.get(index, (0, b""))
+            body = json.loads(raw or b"{}")
+            if status != 200 or (body.get("bytes"), body.get("filename")) != (size, names[index]):
+                raise BenchError(f"{target.name} small upload {index}: status {status}, body {raw[:300]!r}")
+            expected[body["id"]] = (size, zlib.crc32(contents[index]))
+            burst.ids.append(body["id"])
+        if len(expected) != count:
+            raise BenchError(f"{target.name} small uploads: {count - len(expected)} ids given twice")
+        self.verify_stored(target, expected)
+        return burst
+
+    def small_uploads(self, *, report: bool = True) -> None:
+        for target in self.small_targets.values():
+            self.small_files[target.name] = self.small_burst(target)
+        count, size = self.plan.small_files, self.plan.small_size
+        self.log(
+            f"{count} small uploads c{CONCURRENCY}: "
+            + ", ".join(f"{n} {b.run.requests_per_second:.0f} files/s" for n, b in self.small_files.items())
+        )
+        if not report:
+            return
+        for target in self.gateway_targets():
+            direct, gateway = self.small_files[target.direct], self.small_files[target.name]
+            ratio = gateway.run.requests_per_second / direct.run.requests_per_second
+            self.results.versus(
+                HEADLINE,
+                f"Small uploads at concurrency {CONCURRENCY} ({count:,} files of {size // 1024} KiB), files/s",
+                target.name,
+                direct=direct.run.requests_per_second,
+                gateway=gateway.run.requests_per_second,
+                places=0,
+                target=">= 0.4x direct",
+                met=ratio >= 0.4,
+            )
+            direct_cpu, gateway_cpu = (b.sample.cpu_seconds / count * 1e3 for b in (direct, gateway))
+            self.results.versus(
+                DETAIL, "CPU per small upload, ms", target.name, direct=direct_cpu, gateway=gateway_cpu, places=3
+            )
+            self.results.add(
+                DETAIL,
+                f"Small upload p50 (p99) at concurrency {CONCURRENCY}, ms",
+                target.name,
+                direct=f"{ms(direct.run, 50):.2f} ({ms(direct.run, 99):.2f})",
+                gateway=f"{ms(gateway.run, 50):.2f} ({ms(gateway.run, 99):.2f})",
+            )
+
+    def lists(self) -> None:
+        """The small-files organisation lists all its files (the SDK's ``files.list()``), one at a time."""
+        if not self.small_files:
+            self.small_uploads(report=False)
+        count, requests = self.plan.small_files, self.plan.list_requests
+        runs: dict[str, tuple[client.LatencyRun, Sample]] = {}
+        for target in self.small_targets.values():
+            paths = [target.files_path] * requests
+            client.latency(HOST, target.port, paths[:3], headers=target.headers, concurrency=1)
+            with sampled(target.server_pid) as sample:
                 run = client.latency(HOST, target.port, paths, headers=target.headers, concurrency=1)
-                if run.errors:
-                    raise BenchError(f"{name}: {run.errors} failed lists")
-                status, body = client.request_json(HOST, target.port, "GET", paths[0], headers=target.headers)
-                # Only the local org holds exactly `count` files; the upstream holds a few more.
-                more_ok = name != "local" or body.get("has_more") is (limit < count)
-                if status != 200 or len(body["data"]) != limit or not more_ok:
-                    raise BenchError(
-                        f"{name} list limit={limit}: {len(body.get('data', []))} files, has_more {body.get('has_more')}"
-                    )
-                runs[name] = run
-            self.log(
-                f"list limit={limit}: "
-                + ", ".join(f"{n} p50 {client.percentile(r.seconds, 50) * 1e3:.2f} ms" for n, r in runs.items())
+            if run.errors:
+                raise BenchError(f"{target.name}: {run.errors} failed lists")
+            status, body = client.request_json(HOST, target.port, "GET", target.files_path, headers=target.headers)
+            listed = [item["id"] for item in body.get("data", [])]
+            if status != 200 or body.get("has_more") or sorted(listed) != sorted(self.small_files[target.name].ids):
+                raise BenchError(f"{target.name} list: status {status}, {len(listed)} files, not the {count} uploaded")
+            runs[target.name] = (run, sample)
+        self.log("list: " + ", ".join(f"{n} p50 {ms(r, 50):.2f} ms" for n, (r, _) in runs.items()))
+        for target in self.gateway_targets():
+            (direct, direct_sample), (gateway, gateway_sample) = runs[target.direct], runs[target.name]
+            ratio = ms(gateway, 50) / ms(direct, 50)
+            self.results.versus(
+                HEADLINE,
+                f"List of an organisation's {count:,} files, p50 ms",
+                target.name,
+                direct=ms(direct, 50),
+                gateway=ms(gateway, 50),
+                places=2,
+                target="<= 2x direct",
+                met=ratio <= 2,
             )
-            d50 = client.percentile(runs["direct"].seconds, 50) * 1e3
-            for name in self.gateway_kinds():
-                if name not in runs:
-                    continue
-                g50 = client.percentile(runs[name].seconds, 50) * 1e3
-                g99 = client.percentile(runs[name].seconds, 99) * 1e3
-                strict = limit == 100
-                self.results.add(
-                    f"List of {count:,} files, limit={limit} ({requests} requests): p50 ms (p99)",
-                    name,
-                    f"{d50:.2f}",
-                    f"{g50:.2f} ({g99:.2f})",
-                    f"{g50 / d50:.2f}x",
-                    "< 25 ms, limit exact" if strict else "limit exact",
-                    g50 < 25 if strict else True,
-                )
-
-    def gateway_kinds(self) -> list[str]:
-        return [name for name in self.targets if name != "direct"]
+            direct_cpu, gateway_cpu = (s.cpu_seconds / requests * 1e3 for s in (direct_sample, gateway_sample))
+            self.results.add(
+                DETAIL,
+                f"List of {count:,} files: p99 ms (CPU ms per list)",
+                target.name,
+                direct=f"{ms(direct, 99):.2f} ({direct_cpu:.2f})",
+                gateway=f"{ms(gateway, 99):.2f} ({gateway_cpu:.2f})",
+            )
 
 
 # --- the run ----------------------------------------------------------------------------------------
 
 
-def machine_description(env: dict[str, str], workers: int, threads: int) -> list[str]:
+def describe_database(db: database.BenchDatabase, facts: dict) -> str:
+    where = "a fresh file in bench/.work/"
+    if db.is_postgres:
+        lifetime = "created and dropped by the run" if db.created else "existing; the run's organisations removed"
+        where = f"database `{db.name}`, {lifetime}"
+    if not db.is_postgres:
+        return f"{facts['vendor']} {facts['version']} ({where})"
+    pool = "off" if facts["pool"] == "False" else f"on ({facts['pool']})"
+    return f"{facts['vendor']} {facts['version']} ({where}; psycopg pool: {pool}, CONN_MAX_AGE {facts['conn_max_age']})"
+
+
+def machine_description(database_text: str, command: str, load_before: str, kinds: list[str]) -> list[str]:
     cpu = next(
         (
             line.split(":", 1)[1].strip()
@@ -695,54 +772,38 @@ def machine_description(env: dict[str, str], workers: int, threads: int) -> list
         ),
         platform.processor() or "unknown CPU",
     )
-    database = env["DATABASE_URL"].split("://", 1)[0]
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
     return [
         f"- Date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- Machine: {platform.node()}, {os.cpu_count()} cores ({cpu}), "
         f"{psutil.virtual_memory().total / 1024**3:.0f} GiB RAM, {platform.system()} {platform.release()}",
-        f"- Python {platform.python_version()}; database: {database}; load average at the end: {load} "
-        "(other work on the machine skews every figure)",
-        f"- Gateway: `gunicorn config.wsgi -k gthread -w {workers} --threads {threads} --keep-alive 30 --reuse-port "
-        "--worker-tmp-dir /dev/shm`, DEBUG off; "
-        "client, gateway and fake upstream share the machine's cores",
+        f"- Load average: {load_before} at the start, {load} at the end (other work on the machine skews every figure)",
+        f"- Database: {database_text}",
+        f"- Gateway: `{command}` (bound to {HOST}), Python {platform.python_version()}, DEBUG off; "
+        f"kinds measured: {', '.join(kinds)}; client, gateway and fake upstreams share the machine's cores",
     ]
 
 
-def render(results: Results, header: list[str], plan: Plan) -> str:
-    columns = ("Measurement", "Kind", "Direct", "Gateway", "Gateway/direct", "Target", "Met")
-    widths = [max(len(columns[i]), *(len(row[i]) for row in results.rows)) for i in range(len(columns))]
+METHOD = [
+    "Direct: the client sends the same requests straight to the kind's fake upstream, in the same run. "
+    "For `local` (no upstream) the direct baseline is the OpenAI fake's, so its ratio includes the disk. "
+    "In CPU rows the Direct column is the upstream's own process serving the direct requests; the Gateway "
+    "column is all gunicorn processes (master and workers).",
+    "Memory: summed RSS of the gunicorn master and workers sampled every 50 ms, peak minus the value "
+    "just before the transfer; the Direct column shows the fake upstream's own growth.",
+]
 
-    def line(cells: tuple[str, ...]) -> str:
-        return "| " + " | ".join(cell.ljust(widths[i]) for i, cell in enumerate(cells)) + " |"
-
-    table = [line(columns), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-    table += [line(row) for row in results.rows]
-    quick = " (QUICK smoke run: small sizes, targets not meaningful)" if plan is QUICK else ""
-    text = ["# Benchmark results" + quick, "", *header, "", *table, ""]
-    text += [
-        "Direct: the client talks to the fake upstream itself. For `openai` that is the real alternative "
-        "to the gateway; for `local` (no upstream) the same direct upload/download to the fake upstream is "
-        "the baseline, so its ratio includes writing to (or reading from) the disk.",
-        "Memory: summed RSS of the gunicorn master and workers sampled every 50 ms, peak minus the value "
-        "just before the transfer; the Direct column shows the fake upstream's own growth for comparison.",
-        "",
-    ]
-    text += [f"- {note}" for note in results.notes]
-    if results.missed:
-        text += ["", "Missed targets:", *(f"- {miss}" for miss in results.missed)]
-    return "\n".join(text) + "\n"
+SECTIONS = ["uploads", "concurrent", "downloads", "retrieves", "small", "lists"]
 
 
-SECTIONS = ["uploads", "concurrent", "downloads", "retrieves", "lists"]
-
-
-def serve(bench: Bench, gateway: Service, upstream_service: Service, tenant: Tenant, seconds: int) -> None:
+def serve(bench: Bench, gateway: Service, fakes: dict[str, Service], api_key: str, seconds: int) -> None:
     """Keep the warmed-up services running for a profiler (py-spy) or manual requests."""
     workers = [child.pid for child in psutil.Process(gateway.pid).children()]
-    print(f"gateway  http://{HOST}:{gateway.port}  master {gateway.pid}, workers {workers}")
-    print(f"upstream http://{HOST}:{upstream_service.port}  pid {upstream_service.pid}")
-    print(f"key      Authorization: Bearer {tenant.key}   (accounts: disk (default), openai)")
+    print(f"gateway  {gateway.url}  master {gateway.pid}, workers {workers}")
+    for name, fake in fakes.items():
+        print(f"upstream {fake.url}  pid {fake.pid} ({name})")
+    accounts = ", ".join(target.name for target in bench.gateway_targets())
+    print(f"key      Authorization: Bearer {api_key}   (X-Provider-Account: {accounts}; local is the default)")
     print(f"files    {bench.small_ids}")
     print(f"inputs   {[str(path) for path in bench.inputs.values()]}")
     print(f"serving for {seconds} s; Ctrl-C stops", flush=True)
@@ -750,11 +811,16 @@ def serve(bench: Bench, gateway: Service, upstream_service: Service, tenant: Ten
         time.sleep(seconds)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description="filegate benchmark: gateway vs direct to a fake upstream")
-    parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run in well under a minute")
-    parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=2)
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="filegate benchmark: gateway vs direct to fake upstreams")
+    parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run in about a minute")
+    deployment.add_arguments(parser)
+    parser.add_argument(
+        "--kind",
+        action="append",
+        choices=sorted(KINDS),
+        help=f"measure this kind (repeatable); default: {', '.join(DEFAULT_KINDS)}",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument(
         "--only", action="append", choices=SECTIONS, help="run only these sections (repeatable); default: all"
@@ -771,148 +837,140 @@ def main() -> int:
         metavar="SECONDS",
         help="set up and warm up, print how to reach everything, keep it up this long (max 1800) for profiling",
     )
-    args = parser.parse_args()
-    plan = QUICK if args.quick else FULL
-    # A SIGTERM (timeout, CI) unwinds like Ctrl-C, so the finally below still stops what we started.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    return parser.parse_args()
 
-    WORK.mkdir(exist_ok=True)
-    shutil.rmtree(WORK / "data", ignore_errors=True)
-    (WORK / "bench.sqlite3").unlink(missing_ok=True)
-    inputs_dir = WORK / "inputs"
-    inputs_dir.mkdir(exist_ok=True)
+
+def measure(bench: Bench, sections: list[str]) -> None:
+    steps = {
+        "uploads": bench.uploads,
+        "concurrent": bench.concurrent_uploads,
+        "downloads": bench.downloads,
+        "retrieves": bench.retrieves,
+        "small": bench.small_uploads,
+        "lists": bench.lists,
+    }
+    for section in SECTIONS:
+        if section in sections:
+            steps[section]()
+
+
+def make_inputs(plan: Plan) -> dict[int, Path]:
+    folder = WORK / "inputs"
+    folder.mkdir(parents=True, exist_ok=True)
     sizes = {*plan.upload_sizes, plan.concurrent_size, plan.big_size}
-    inputs = {size: make_input(inputs_dir / f"input-{size // 1024}k.bin", size) for size in sorted(sizes)}
+    return {size: make_input(folder / f"input-{size // 1024}k.bin", size) for size in sorted(sizes)}
 
-    env = gateway_env()
-    for item in args.env:
-        name, _, value = item.partition("=")
-        env[name] = value
-    services: list[Service] = []
-    run_id = time.strftime("%Y%m%d%H%M%S")
-    tenant_slugs: list[str] = []
-    started = time.monotonic()
-    try:
-        up_port = free_port()
-        up = Service(
-            "upstream", [PYTHON, str(BENCH_DIR / "upstream.py"), "--port", str(up_port)], env=env, port=up_port
-        )
-        services.append(up)
-        up.wait_ready("/healthz")
 
-        manage(env, "migrate", "--noinput")
-        kinds = available_kinds(env)
-        tenant = make_tenant(env, f"bench-{run_id}")
-        list_tenant = make_tenant(env, f"bench-{run_id}-list")
-        tenant_slugs += [tenant.slug, list_tenant.slug]
-        has_openai = "openai" in kinds
-        if has_openai:
-            for slug in tenant_slugs:
-                manage(
-                    env,
-                    "add_provider_account",
-                    slug,
-                    "openai",
-                    "--kind",
-                    "openai",
-                    "--set",
-                    "api_key=sk-bench",
-                    "--set",
-                    f"base_url=http://{HOST}:{up_port}/v1",
-                )
-        run_script(
-            env,
-            str(BENCH_DIR / "seed.py"),
-            "seed",
-            "--org",
-            list_tenant.slug,
-            "--account",
-            "disk",
-            "--count",
-            str(plan.list_files),
-        )
-        client.request_json(HOST, up_port, "POST", f"/_bench/seed?count={plan.list_files}", headers={})
+@dataclass
+class World:
+    """What one run starts and creates, so that it can stop and remove all of it."""
 
-        gw_port = free_port()
-        gw = Service(
-            "gateway",
-            [
-                GUNICORN,
-                args.wsgi,
-                "-k",
-                "gthread",
-                "-w",
-                str(args.workers),
-                "--threads",
-                str(args.threads),
-                "-b",
-                f"{HOST}:{gw_port}",
-                "--keep-alive",
-                "30",
-                # One listening socket per worker: the kernel spreads connections over the workers
-                # instead of letting whichever wakes first accept a whole burst of them.
-                "--reuse-port",
-                "--timeout",
-                "300",
-                # The worker heartbeat touches this file on every loop turn: keep it off the disk.
-                "--worker-tmp-dir",
-                "/dev/shm" if Path("/dev/shm").is_dir() else tempfile.gettempdir(),
-            ],
-            env=env,
-            port=gw_port,
-        )
-        services.append(gw)
-        gw.wait_ready("/healthz")
+    db: database.BenchDatabase
+    env: dict[str, str]
+    services: list[Service] = field(default_factory=list)
+    slugs: list[str] = field(default_factory=list)
+    facts: dict = field(default_factory=dict)
 
-        targets = {"direct": Target("direct", up_port, {"Authorization": "Bearer sk-bench"}, up.pid)}
-        targets["local"] = Target("local", gw_port, tenant.headers, gw.pid)
-        if has_openai:
-            targets["openai"] = Target("openai", gw_port, {**tenant.headers, "X-Provider-Account": "openai"}, gw.pid)
-        list_targets = {"direct": targets["direct"], "local": Target("local", gw_port, list_tenant.headers, gw.pid)}
-        if has_openai:
-            # The upstream account's files, listed by the org that uploaded some of them: files the
-            # gateway records as another org's are left out of a page, which would shorten it.
-            list_targets["openai"] = targets["openai"]
+    def start(self, name: str, args: list[str], port: int) -> Service:
+        service = Service(name, args, env=self.env, port=port, cwd=ROOT, logs=WORK / "logs")
+        self.services.append(service)
+        service.wait_ready("/healthz")
+        return service
 
-        bench = Bench(plan, up_port, targets, inputs)
-        bench.log(f"kinds measured: {', '.join(bench.gateway_kinds())} (registry has: {', '.join(kinds)})")
-        if not has_openai:
-            bench.results.notes.append("The `openai` kind is not in the registry yet: only `local` was measured.")
-        bench.warm_up()
-        if args.serve:
-            serve(bench, gw, up, tenant, min(args.serve, 1800))
-            return 0
-        sections = args.only or SECTIONS
-        if "uploads" in sections:
-            bench.uploads()
-        if "concurrent" in sections:
-            bench.concurrent_uploads()
-        if "downloads" in sections:
-            bench.downloads()
-        if "retrieves" in sections:
-            bench.retrieves()
-        if "lists" in sections:
-            bench.lists(list_targets)
-        if os.environ.get("DATABASE_URL"):
-            run_script(env, str(BENCH_DIR / "seed.py"), "cleanup", *(f"--org={slug}" for slug in tenant_slugs))
-    except BenchError as exc:
-        print(f"BENCHMARK FAILED: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        for service in reversed(services):
+    def tear_down(self) -> None:
+        for service in reversed(self.services):
             service.stop()
         shutil.rmtree(WORK / "data", ignore_errors=True)
+        try:
+            if self.db.is_postgres and self.db.created:
+                database.drop(self.db)
+            elif self.db.is_postgres and self.slugs:
+                run_python(self.env, str(BENCH_DIR / "cleanup.py"), *(f"--org={slug}" for slug in self.slugs))
+        except Exception as exc:
+            print(f"warning: the benchmark's database was not cleaned up: {exc}", file=sys.stderr)
 
-    header = machine_description(env, args.workers, args.threads)
+
+def set_up(
+    world: World, args: argparse.Namespace, plan: Plan, shape: deployment.Deployment, kinds: list[Kind]
+) -> Bench:
+    """Start the fakes, prepare the database and two organisations, start the gateway, warm it up."""
+    fakes: dict[str, Service] = {}
+    for script in dict.fromkeys(kind.fake for kind in kinds):
+        port = free_port()
+        fakes[script] = world.start(
+            script.removesuffix(".py"), [PYTHON, str(BENCH_DIR / script), "--port", str(port)], port
+        )
+    manage(world.env, "migrate", "--noinput")
+    world.facts = json.loads(manage(world.env, "shell", "-c", FACTS).strip().splitlines()[-1])
+    missing = [kind.name for kind in kinds if kind.name not in world.facts["kinds"]]
+    if missing:
+        raise BenchError(f"kinds not in the gateway's registry: {', '.join(missing)}")
+    run_id = time.strftime("%Y%m%d%H%M%S")
+    world.slugs = [f"bench-{run_id}", f"bench-{run_id}-small"]
+    api_key = make_tenant(world.env, world.slugs[0], kinds, fakes, "main")
+    small_key = make_tenant(world.env, world.slugs[1], kinds, fakes, "small")
+    port = free_port()
+    # The worker heartbeat touches a file on every loop turn: the bench keeps it in memory.
+    heartbeat = ["--worker-tmp-dir", "/dev/shm"] if Path("/dev/shm").is_dir() else []
+    gateway = world.start("gateway", [GUNICORN, *shape.args(args.wsgi), *heartbeat, "--bind", f"{HOST}:{port}"], port)
+    targets = make_targets(kinds, fakes, gateway, api_key, "main")
+    small_targets = make_targets(kinds, fakes, gateway, small_key, "small")
+    bench = Bench(plan, targets, small_targets, make_inputs(plan))
+    bench.log(f"gateway: {shape.command(args.wsgi)}; database: {describe_database(world.db, world.facts)}")
+    bench.warm_up()
+    if args.serve:
+        serve(bench, gateway, fakes, api_key, min(args.serve, 1800))
+    return bench
+
+
+def main() -> int:
+    args = parse_args()
+    plan = QUICK if args.quick else FULL
+    shape = deployment.from_arguments(args)
+    kinds = [KINDS[name] for name in (args.kind or DEFAULT_KINDS)]
+    # A SIGTERM (timeout, CI) unwinds like Ctrl-C, so the finally below still stops what we started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    load_before = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    started = time.monotonic()
+    WORK.mkdir(exist_ok=True)
+    shutil.rmtree(WORK / "data", ignore_errors=True)
+    try:
+        db = database.prepare(os.environ.get("DATABASE_URL"), WORK / "bench.sqlite3")
+    except Exception as exc:
+        print(f"BENCHMARK FAILED: the database: {exc}", file=sys.stderr)
+        return 2
+    world = World(db=db, env=gateway_env(db.url))
+    world.env.update(item.partition("=")[::2] for item in args.env)
+    try:
+        bench = set_up(world, args, plan, shape, kinds)
+        if args.serve:
+            return 0
+        measure(bench, args.only or SECTIONS)
+    except (BenchError, OSError) as exc:  # a wrong answer, or a server that hung up or stopped answering
+        print(f"BENCHMARK FAILED: {exc!r}", file=sys.stderr)
+        return 2
+    finally:
+        world.tear_down()
+
+    header = machine_description(
+        describe_database(db, world.facts), shape.command(args.wsgi), load_before, [kind.name for kind in kinds]
+    )
     header.append(f"- Run took {time.monotonic() - started:.0f} s")
-    text = render(bench.results, header, plan)
+    # Only a whole run of production's deployment and the default kinds may replace bench/results.md.
+    is_partial = bool(args.only or args.env or args.kind or args.wsgi != "config.wsgi") or not shape.is_production
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    if plan is QUICK:
+        title = f"Quick run of {when} (small sizes: targets not meaningful)"
+    elif is_partial:
+        title = f"Partial or what-if run of {when}"
+    else:
+        title = f"After: full run of {when}"
+    text = render(bench.results, title=title, header=header, method=METHOD)
     print()
     print(text)
-    # Only a whole, unmodified run may replace bench/results.md.
-    partial = bool(args.only or args.env or args.wsgi != "config.wsgi")
-    results_path = WORK / "results-partial.md" if partial else plan.results_path
-    results_path.write_text(text)
-    print(f"written to {results_path.relative_to(ROOT)}")
+    path = WORK / "results-partial.md" if is_partial and plan is FULL else plan.results_path
+    write(path, text, keep_before=path == FULL.results_path)
+    print(f"written to {path.relative_to(ROOT)}")
     return 1 if args.strict and bench.results.missed else 0
 
 

@@ -2,7 +2,9 @@
 
 Uploads are parsed as they arrive and the file part is only counted and checksummed (CRC-32, a few
 GB/s), never kept; downloads stream the recorded number of bytes of a fixed pattern. Records live in
-memory. ``/_bench/...`` routes let the benchmark seed files and check what arrived.
+memory, one store per credential (as an upstream account or project sees only its own files). It
+serves OpenAI's paths (``/v1/files``) and Azure OpenAI's v1 surface (``/openai/v1/files``, key in
+``api-key``). ``/_bench/...`` routes let the benchmark check what arrived (see ``bench/kinds.py``).
 
     python bench/upstream.py --port 9100
 """
@@ -101,8 +103,22 @@ def not_found(file_id: str) -> web.Response:
     return web.json_response(body, status=404)
 
 
+def credential(request: web.Request) -> str:
+    """The caller's key: the bearer token, or Azure's ``api-key`` header; empty when there is none."""
+    authorization = request.headers.get("Authorization", "")
+    if authorization.startswith("Bearer "):
+        return authorization.removeprefix("Bearer ")
+    return request.headers.get("api-key", "")
+
+
+def store_of(request: web.Request) -> Store:
+    """The caller's own store (created on first use)."""
+    stores: dict[str, Store] = request.app["stores"]
+    return stores.setdefault(credential(request), Store())
+
+
 def check_auth(request: web.Request) -> web.Response | None:
-    if not request.headers.get("Authorization", "").startswith("Bearer ") and "api-key" not in request.headers:
+    if not credential(request):
         return web.json_response(
             {"error": {"message": "no key", "type": "invalid_request_error", "param": None, "code": None}},
             status=401,
@@ -123,7 +139,7 @@ async def create_file(request: web.Request) -> web.Response:
         parser.feed(chunk)
     if not parser.done:
         return web.json_response({"error": {"message": "truncated body", "type": "invalid_request_error"}}, status=400)
-    record = request.app["store"].add(
+    record = store_of(request).add(
         nbytes=parser.file_bytes,
         filename=parser.filename,
         purpose=parser.fields.get("purpose", ""),
@@ -217,7 +233,7 @@ class MultipartCounter:
 async def list_files(request: web.Request) -> web.Response:
     if (denied := check_auth(request)) is not None:
         return denied
-    store: Store = request.app["store"]
+    store = store_of(request)
     limit = int(request.query.get("limit", "10000"))
     order = request.query.get("order", "desc")
     after = request.query.get("after")
@@ -245,7 +261,7 @@ async def list_files(request: web.Request) -> web.Response:
 async def retrieve_file(request: web.Request) -> web.Response:
     if (denied := check_auth(request)) is not None:
         return denied
-    record = request.app["store"].by_id.get(request.match_info["file_id"])
+    record = store_of(request).by_id.get(request.match_info["file_id"])
     if record is None:
         return not_found(request.match_info["file_id"])
     return web.json_response(record.as_openai())
@@ -255,7 +271,7 @@ async def delete_file(request: web.Request) -> web.Response:
     if (denied := check_auth(request)) is not None:
         return denied
     file_id = request.match_info["file_id"]
-    if not request.app["store"].remove(file_id):
+    if not store_of(request).remove(file_id):
         return not_found(file_id)
     return web.json_response({"id": file_id, "object": "file", "deleted": True})
 
@@ -263,7 +279,7 @@ async def delete_file(request: web.Request) -> web.Response:
 async def file_content(request: web.Request) -> web.StreamResponse:
     if (denied := check_auth(request)) is not None:
         return denied
-    record = request.app["store"].by_id.get(request.match_info["file_id"])
+    record = store_of(request).by_id.get(request.match_info["file_id"])
     if record is None:
         return not_found(request.match_info["file_id"])
     response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
@@ -279,38 +295,35 @@ async def file_content(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def bench_seed(request: web.Request) -> web.Response:
-    """Add ``count`` records of ``bytes`` each (for list and retrieve benchmarks); return their ids."""
-    store: Store = request.app["store"]
-    count = int(request.query.get("count", "1"))
-    nbytes = int(request.query.get("bytes", "1024"))
-    ids = [
-        store.add(nbytes=nbytes, filename=f"seed-{i}.jsonl", purpose="batch", crc32=pattern_crc32(0)).id
-        for i in range(count)
-    ]
-    return web.json_response({"ids": ids})
-
-
 async def bench_record(request: web.Request) -> web.Response:
-    record = request.app["store"].by_id.get(request.match_info["file_id"])
-    if record is None:
-        return not_found(request.match_info["file_id"])
-    return web.json_response(asdict(record))
+    """What one upload delivered (bytes, CRC-32), whoever's key it was made with."""
+    file_id = request.match_info["file_id"]
+    for store in request.app["stores"].values():
+        if (record := store.by_id.get(file_id)) is not None:
+            return web.json_response(asdict(record))
+    return not_found(file_id)
+
+
+async def bench_records(request: web.Request) -> web.Response:
+    """Every file of the caller's key, by id, with what its upload delivered."""
+    return web.json_response({record.id: asdict(record) for record in store_of(request).ordered})
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", "pid": os.getpid(), "files": len(request.app["store"].by_id)})
+    files = sum(len(store.by_id) for store in request.app["stores"].values())
+    return web.json_response({"status": "ok", "pid": os.getpid(), "files": files})
 
 
 def make_app() -> web.Application:
     app = web.Application(client_max_size=1 << 40)
-    app["store"] = Store()
-    app.router.add_post("/v1/files", create_file)
-    app.router.add_get("/v1/files", list_files)
-    app.router.add_get("/v1/files/{file_id}", retrieve_file)
-    app.router.add_delete("/v1/files/{file_id}", delete_file)
-    app.router.add_get("/v1/files/{file_id}/content", file_content)
-    app.router.add_post("/_bench/seed", bench_seed)
+    app["stores"] = {}
+    for root in ("/v1/files", "/openai/v1/files"):  # OpenAI's paths, and Azure OpenAI's v1 surface
+        app.router.add_post(root, create_file)
+        app.router.add_get(root, list_files)
+        app.router.add_get(root + "/{file_id}", retrieve_file)
+        app.router.add_delete(root + "/{file_id}", delete_file)
+        app.router.add_get(root + "/{file_id}/content", file_content)
+    app.router.add_get("/_bench/files", bench_records)
     app.router.add_get("/_bench/files/{file_id}", bench_record)
     app.router.add_get("/healthz", healthz)
     return app
