@@ -133,7 +133,8 @@ DATABASES = {
         conn_health_checks=env_bool("DATABASE_CONN_HEALTH_CHECKS", True),
     )
 }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+DATABASE_POOL_SIZE = env_int("DATABASE_POOL_SIZE", 20)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATABASE_POOL_SIZE > 0:
     # psycopg's connection pool, one per worker process: a request borrows a connection for its queries
     # and gives it back when it ends (long transfers give it back before the bytes move, see
     # config.database), so a gevent worker serving hundreds of clients needs only as many as query at once.
@@ -141,7 +142,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"]["OPTIONS"] = {
         "pool": {
             "min_size": 1,
-            "max_size": env_int("DATABASE_POOL_SIZE", 20),
+            "max_size": DATABASE_POOL_SIZE,
             "timeout": env_int("DATABASE_POOL_TIMEOUT_SECONDS", 10),
         }
     }

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db.models import Q, QuerySet
-from django.db.models.functions import Upper
 from django.utils import timezone
 
 from config.errors import InvalidRequest
@@ -53,11 +52,18 @@ def lookup_file(organization: Organization, raw_id: str) -> Lookup:
     if not file_id or len(file_id) > MAX_FILE_ID_LENGTH or "\x00" in file_id:
         # PostgreSQL rejects NUL in any text, and no recorded id is longer: nothing to look up.
         return Lookup(file_id=file_id[:MAX_FILE_ID_LENGTH], file=None, is_shadowed=False, is_possible=False)
-    candidates = list(File.objects.annotate(upper_id=Upper("public_id")).filter(upper_id=file_id.upper())[:8])
+    # Raw SQL through the ORM's public raw(): every call by id starts here, and compiling the
+    # equivalent annotate(Upper(...)).filter() query cost more CPU than the rest of a retrieve.
+    candidates = list(File.objects.raw(_CANDIDATES_SQL, [file_id.upper()]))
     for file in candidates:
         if file.public_id == file_id and file.organization_id == organization.pk and _is_live(file):
             return Lookup(file_id=file_id, file=file, is_shadowed=False)
     return Lookup(file_id=file_id, file=None, is_shadowed=bool(candidates))
+
+
+# The expression matches the `file_public_id_upper` index. Table and column names are the model's
+# own (files_api.File, default table name), never input.
+_CANDIDATES_SQL = 'SELECT * FROM "files_api_file" WHERE UPPER("public_id") = %s LIMIT 8'
 
 
 def _is_live(file: File) -> bool:

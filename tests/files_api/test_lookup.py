@@ -103,3 +103,16 @@ def test_lookup_file_flags_an_id_recorded_for_another_organisation(
     assert unknown.file is None and not unknown.is_shadowed and unknown.is_possible
     impossible = lookup_file(tenant_b.org, "x" * 65)
     assert not impossible.is_possible
+
+
+@pytest.mark.postgres
+def test_the_case_insensitive_lookup_uses_its_index(db: Any) -> None:
+    from django.db import connection
+
+    from files_api.selectors import _CANDIDATES_SQL
+
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")  # a tiny test table would be scanned anyway
+        cursor.execute("EXPLAIN " + _CANDIDATES_SQL, ["FILE-ABC"])
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "file_public_id_upper" in plan, plan
