@@ -1,4 +1,4 @@
-"""Admin scoping found in review: paths and internal hosts are the operator's to set, and memberships too."""
+"""Operators alone set server paths, internal hosts and memberships; an account with files keeps its kind."""
 
 from __future__ import annotations
 

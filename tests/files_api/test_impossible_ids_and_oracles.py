@@ -1,4 +1,4 @@
-"""Edge cases found in review: ids that cannot exist, existence oracles, and a purge that must not stop."""
+"""Ids no file can have, answers that would reveal another organisation's ids, listings past hidden files, and a purge that must not stop."""
 
 from __future__ import annotations
 
