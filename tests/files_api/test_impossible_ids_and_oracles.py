@@ -1,4 +1,5 @@
-"""Ids no file can have, answers that would reveal another organisation's ids, listings past hidden files, and a purge that must not stop."""
+"""Ids no file can have, answers that would reveal another organisation's ids, listings past hidden
+files, and a purge that must not stop."""
 
 from __future__ import annotations
 
