@@ -120,8 +120,42 @@ def list_records(
                 Q(created_at__lt=cursor["created_at"]) | Q(created_at=cursor["created_at"], pk__lt=cursor["pk"])
             )
     files = files.order_by("created_at", "pk") if order == "asc" else files.order_by("-created_at", "-pk")
-    rows = list(files[: limit + 1])
-    return Page(data=[file_as_remote(file) for file in rows[:limit]], has_more=len(rows) > limit)
+    # Tuples, not model instances: building 10,000 File objects cost more than everything else a
+    # list does.
+    rows = list(files.values_list(*_LISTED_FIELDS)[: limit + 1])
+    return Page(data=[_listed(row) for row in rows[:limit]], has_more=len(rows) > limit)
+
+
+_LISTED_FIELDS = (
+    "public_id",
+    "bytes",
+    "created_at",
+    "filename",
+    "purpose",
+    "status",
+    "expires_at",
+    "status_details",
+    "storage_key",
+    "storage_uri",
+    "is_downloadable",
+)
+
+
+def _listed(row: tuple[Any, ...]) -> RemoteFile:
+    public_id, nbytes, created_at, filename, purpose, status, expires_at, details, key, uri, downloadable = row
+    return RemoteFile(
+        id=public_id,
+        bytes=nbytes,
+        created_at=int(created_at.timestamp()),
+        filename=filename,
+        purpose=purpose,
+        status=status,
+        expires_at=int(expires_at.timestamp()) if expires_at else None,
+        status_details=details or None,
+        storage_key=key,
+        storage_uri=uri,
+        downloadable=downloadable,
+    )
 
 
 def list_upstream(

@@ -48,6 +48,7 @@ from tenants.services import (
     api_key_delete,
     api_key_revoke,
     org_admin_add,
+    provider_account_forget,
     provider_account_save,
 )
 
@@ -582,6 +583,14 @@ class ProviderAccountAdmin(OrganizationScopedAdmin):
         if not change and not ProviderAccount.objects.filter(organization_id=obj.organization_id).exists():
             obj.is_default = True  # as provider_account_create: an organisation's first account is its default
         provider_account_save(obj)
+
+    def delete_model(self, request: HttpRequest, obj: ProviderAccount) -> None:
+        super().delete_model(request, obj)
+        provider_account_forget(account_id=obj.pk)  # this process stops using it at once
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ProviderAccount]) -> None:
+        super().delete_queryset(request, queryset)
+        provider_account_forget()
 
     @admin.action(description="Test connection", permissions=["change"])
     def test_connection(self, request: HttpRequest, queryset: QuerySet[ProviderAccount]) -> None:

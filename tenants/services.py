@@ -9,6 +9,7 @@ should that upload finish after all, it is charged only if the quota has room fo
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
@@ -52,6 +53,8 @@ _cache_lock = threading.Lock()  # guards both caches' writes
 # Provider accounts by id, for PROVIDER_ACCOUNT_CACHE_SECONDS: a retrieve then reads its file alone,
 # without a join whose compilation costs as much as the rest of the query.
 _accounts: dict[int, tuple[float, ProviderAccount]] = {}
+# Which account an (organisation id, name) means, "" for the default, for the same time.
+_account_names: dict[tuple[int, str], tuple[float, int]] = {}
 # Bumped (under _cache_lock) by every revoke, deletion or clear: a key read from the database before one is not
 # cached, so a revoke that lands between another request's read and its cache write still wins.
 _api_key_generation = 0
@@ -306,6 +309,8 @@ def provider_account_forget(*, account_id: int | None = None) -> None:
     global _account_generation
     with _cache_lock:
         _account_generation += 1
+        # Any save may rename an account or move the default: every name is looked up afresh.
+        _account_names.clear()
         if account_id is None:
             _accounts.clear()
         else:
@@ -329,7 +334,33 @@ def provider_for(account: ProviderAccount) -> Provider:
 
 
 def provider_account_resolve(*, organization: Organization, name: str | None) -> ProviderAccount:
-    """The account named ``name`` (the X-Provider-Account header), or the organisation's default."""
+    """The account named ``name`` (the X-Provider-Account header), or the organisation's default.
+
+    Which account a name (or the default) means is cached with the accounts themselves, for
+    PROVIDER_ACCOUNT_CACHE_SECONDS: every upload and list starts here. Raises ``InvalidRequest``.
+    """
+    ttl = settings.PROVIDER_ACCOUNT_CACHE_SECONDS
+    key = (organization.pk, name or "")
+    entry = _account_names.get(key) if ttl > 0 else None
+    if entry is not None and time.monotonic() < entry[0]:
+        with contextlib.suppress(ProviderAccount.DoesNotExist):
+            return provider_account_get(account_id=entry[1])
+    generation = _account_generation
+    account = _account_named(organization, name)
+    if ttl > 0:
+        with _cache_lock:
+            if generation == _account_generation:  # else it may have been saved since our read
+                if len(_account_names) >= MAX_CACHE_ENTRIES:
+                    _account_names.pop(next(iter(_account_names)))
+                if len(_accounts) >= MAX_CACHE_ENTRIES:
+                    _accounts.pop(next(iter(_accounts)))
+                expires_at = time.monotonic() + ttl
+                _account_names[key] = (expires_at, account.pk)
+                _accounts[account.pk] = (expires_at, account)
+    return copy.copy(account)
+
+
+def _account_named(organization: Organization, name: str | None) -> ProviderAccount:
     accounts = ProviderAccount.objects.filter(organization=organization)
     if name:
         # get() rather than first() here and below: Meta.ordering would add a join to Organization.

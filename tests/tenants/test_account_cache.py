@@ -7,9 +7,15 @@ from typing import Any
 import pytest
 from django.conf import settings as django_settings
 
+from config.errors import InvalidRequest
 from tenants import services
 from tenants.models import ProviderAccount
-from tenants.services import provider_account_get, provider_account_save
+from tenants.services import (
+    provider_account_create,
+    provider_account_get,
+    provider_account_resolve,
+    provider_account_save,
+)
 from tests.conftest import Tenant
 
 
@@ -73,3 +79,19 @@ def test_an_account_saved_while_another_request_reads_it_is_not_cached_stale(
     assert provider_account_get(account_id=tenant_a.account.pk).name == tenant_a.account.name
     monkeypatch.undo()
     assert provider_account_get(account_id=tenant_a.account.pk).name == "renamed"
+
+
+def test_an_account_named_in_a_header_is_resolved_from_the_cache_until_it_changes(
+    tenant_a: Tenant, django_assert_num_queries: Any
+) -> None:
+    account = provider_account_create(organization=tenant_a.org, name="second", kind="local", config={})
+    assert provider_account_resolve(organization=tenant_a.org, name="second").pk == account.pk
+    assert provider_account_resolve(organization=tenant_a.org, name=None).pk == tenant_a.account.pk
+    with django_assert_num_queries(0):
+        assert provider_account_resolve(organization=tenant_a.org, name="second").pk == account.pk
+        assert provider_account_resolve(organization=tenant_a.org, name=None).pk == tenant_a.account.pk
+    account.name = "renamed"
+    provider_account_save(account)  # this process sees the change at once
+    with pytest.raises(InvalidRequest):
+        provider_account_resolve(organization=tenant_a.org, name="second")
+    assert provider_account_resolve(organization=tenant_a.org, name="renamed").pk == account.pk
