@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import openai
 import pytest
 from anthropic.types.beta import BetaFileMetadata
 
@@ -23,11 +24,14 @@ from config.errors import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
+from files_api.models import AuditEvent, File
 from providers.anthropic import AnthropicProvider
 from providers.base import CONTENT, DELETE, RemoteFile, UploadOptions
 from providers.http import rfc3339_seconds
+from tests.conftest import Tenant, upload
 from tests.providers.transport import always, answered_by
 from tests.upstream_anthropic import ANTHROPIC_KEY, FILES_BETA, FakeAnthropic, rfc3339
+from tests.upstreams import add_upstream_account
 
 T0 = 1_750_000_000  # 2025-06-15T15:06:40Z
 
@@ -519,3 +523,57 @@ def test_pages_are_fetched_only_as_they_are_read(seeded, fake_anthropic):
     pages = anthropic.iter_pages(purpose=None, order="desc", after=None, page_size=10)
     assert [remote.id for remote in next(pages)] == oldest_first[::-1][:10]
     assert len(fake_anthropic.calls("GET")) == 1
+
+
+# Through the gateway.
+
+
+@pytest.fixture
+def on_anthropic(tenant_a: Tenant, fake_anthropic: FakeAnthropic) -> FakeAnthropic:
+    add_upstream_account(tenant_a, fake_anthropic, name="claude")
+    return fake_anthropic
+
+
+def test_a_recorded_uploads_content_is_refused_before_any_call(tenant_a, on_anthropic):
+    file_id = upload(tenant_a.client, b"%PDF-1.7", filename="a.pdf", account="claude").json()["id"]
+    assert File.objects.get(public_id=file_id).is_downloadable is False
+    asked = len(on_anthropic.requests)
+    response = tenant_a.client.get(f"/v1/files/{file_id}/content")
+    assert response.status_code == 400
+    assert (response.json()["error"]["code"], response.json()["error"]["param"]) == ("file_not_downloadable", "id")
+    assert len(on_anthropic.requests) == asked
+    event = AuditEvent.objects.get(action=AuditEvent.Action.CONTENT)
+    assert (event.file_id, event.outcome) == (file_id, "file_not_downloadable")
+
+
+def test_an_outside_file_anthropic_keeps_to_itself_is_refused_by_anthropics_answer(tenant_a, on_anthropic):
+    file_id = on_anthropic.add_file(b"secret", downloadable=False)
+    response = tenant_a.client.get(f"/v1/files/{file_id}/content", HTTP_X_PROVIDER_ACCOUNT="claude")
+    assert (response.status_code, response.json()["error"]["code"]) == (400, "file_not_downloadable")
+    assert len(on_anthropic.calls("GET", f"/{file_id}/content")) == 1
+
+
+def test_lists_show_the_recorded_purpose_and_user_data_for_outside_files(tenant_a, on_anthropic):
+    outside = on_anthropic.add_file(b"made by a tool", filename="chart.png")
+    vision = upload(tenant_a.client, b"\x89PNG", filename="a.png", purpose="vision", account="claude").json()["id"]
+
+    def listed(**query: str) -> list[tuple[str, str]]:
+        body = tenant_a.client.get("/v1/files", query, HTTP_X_PROVIDER_ACCOUNT="claude").json()
+        return [(file["id"], file["purpose"]) for file in body["data"]]
+
+    assert listed() == [(vision, "vision"), (outside, "user_data")]
+    assert listed(purpose="vision") == [(vision, "vision")]
+    assert listed(purpose="user_data", order="asc") == [(outside, "user_data")]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("order", ["desc", "asc"])
+def test_the_sdk_walks_client_pages_larger_than_anthropics_once_each(live_server, tenant_a, on_anthropic, order):
+    oldest_first = on_anthropic.seed(2600)
+    with openai.OpenAI(
+        base_url=f"{live_server.url}/v1", api_key=tenant_a.key, default_headers={"X-Provider-Account": "claude"}
+    ) as client:
+        pages = list(client.files.list(limit=1500, order=order).iter_pages())
+    walked = [file.id for page in pages for file in page.data]
+    assert walked == (oldest_first if order == "asc" else oldest_first[::-1])
+    assert [(len(page.data), page.has_more) for page in pages] == [(1500, True), (1100, False)]

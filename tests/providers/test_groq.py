@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import httpx
+import openai
 import pytest
 from groq.types import FileInfoResponse
 
@@ -251,3 +252,18 @@ def test_an_after_the_upstream_no_longer_has_is_a_400(tenant_a, big_groq, fake_g
     response = tenant_a.client.get("/v1/files", {"after": big_groq[42]}, HTTP_X_PROVIDER_ACCOUNT="groq")
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "after"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("order", ["desc", "asc"])
+def test_the_sdk_walks_ten_thousand_files_once_each(live_server, tenant_a, big_groq, order):
+    started = time.perf_counter()
+    with openai.OpenAI(
+        base_url=f"{live_server.url}/v1", api_key=tenant_a.key, default_headers={"X-Provider-Account": "groq"}
+    ) as client:
+        pages = list(client.files.list(limit=1000, order=order).iter_pages())
+    seconds = time.perf_counter() - started
+    walked = [file.id for page in pages for file in page.data]
+    assert walked == (big_groq if order == "asc" else big_groq[::-1])
+    assert [page.has_more for page in pages] == [True] * 9 + [False]
+    assert seconds < 30, f"walking 10,000 Groq files in pages of 1000 took {seconds:.1f} s"
