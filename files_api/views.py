@@ -31,26 +31,23 @@ ACCOUNT_HEADER = "HTTP_X_PROVIDER_ACCOUNT"
 # TrueFoundry's gateway names the account in this header: its clients work here unchanged.
 TFY_ACCOUNT_HEADER = "HTTP_X_TFY_PROVIDER_NAME"
 
-ACCOUNT_PARAMETER = OpenApiParameter(
-    name="X-Provider-Account",
-    type=str,
-    location=OpenApiParameter.HEADER,
-    required=False,
-    description=(
-        "Name of one of your organisation's provider accounts. Without it, the organisation's "
-        "default account. Calls by id use the account the file was uploaded to (an id the gateway "
-        "has no record of is looked up on this account)."
-    ),
+
+def _header(name: str, description: str) -> OpenApiParameter:
+    return OpenApiParameter(
+        name=name, type=str, location=OpenApiParameter.HEADER, required=False, description=description
+    )
+
+
+ACCOUNT_PARAMETER = _header(
+    "X-Provider-Account",
+    "Name of one of your organisation's provider accounts. Without it, the organisation's default "
+    "account. Calls by id use the account the file was uploaded to (an id the gateway has no record "
+    "of is looked up on this account).",
 )
-TFY_ACCOUNT_PARAMETER = OpenApiParameter(
-    name="x-tfy-provider-name",
-    type=str,
-    location=OpenApiParameter.HEADER,
-    required=False,
-    description=(
-        "Alias of X-Provider-Account, as TrueFoundry's gateway names it: a client moving from "
-        "TrueFoundry changes only base_url and the key. Sending both with different values is a 400."
-    ),
+TFY_ACCOUNT_PARAMETER = _header(
+    "x-tfy-provider-name",
+    "Alias of X-Provider-Account, as TrueFoundry's gateway names it: a client moving from TrueFoundry "
+    "changes only base_url and the key. Sending both with different values is a 400.",
 )
 ACCOUNT_PARAMETERS = [ACCOUNT_PARAMETER, TFY_ACCOUNT_PARAMETER]
 FILE_ID = OpenApiParameter(name="id", type=str, location=OpenApiParameter.PATH, description="The file id.")
@@ -58,9 +55,15 @@ FILE_ID = OpenApiParameter(name="id", type=str, location=OpenApiParameter.PATH, 
 
 def _errors(*statuses: int) -> dict[int, OpenApiResponse]:
     meaning = {
-        400: "Invalid request (validation, unknown account, unsupported operation).",
+        400: (
+            "Invalid request (validation, unknown or conflicting account headers, unsupported purpose or "
+            "operation, a file whose content the provider keeps: file_not_downloadable)."
+        ),
         401: "Missing, unknown or revoked API key.",
-        403: "Storage quota exceeded (type insufficient_quota, code storage_quota_exceeded).",
+        403: (
+            "Storage full (type insufficient_quota): the organisation's quota (storage_quota_exceeded) or the "
+            "provider account's own storage (provider_storage_quota_exceeded)."
+        ),
         404: "No such file (also for other organisations' files).",
         413: "File larger than the organisation's limit.",
         429: "The provider is rate limiting (Retry-After kept).",
