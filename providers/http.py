@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import re
 import secrets
@@ -70,7 +71,7 @@ _SECRET_LIKE = re.compile(r"\b(sk-|rk-|org-|proj_|gsk_)[\w*\-]{4,}")
 _MASKED = re.compile(r"[\w\-]*\*{2,}[\w\-]*")  # keys shown partly masked, e.g. "ab12cd***wxyz"
 _SAFE_TOKEN = re.compile(r"[A-Za-z0-9_.\-\[\]]{1,64}")
 _MEDIA_TYPE = re.compile(r"[\w.+\-]+/[\w.+\-]+")
-_RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)")
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)", re.ASCII)
 USER_AGENT = "filegate"
 # Idempotent calls are retried after these: the request may never have reached the upstream, or a
 # pooled keep-alive connection was closed under us. Read timeouts are not retried: the upstream is slow.
@@ -518,7 +519,7 @@ def rfc3339_seconds(value: Any) -> int | None:
     if not isinstance(value, str) or not _RFC3339.fullmatch(value):
         return None
     try:
-        return int(datetime.fromisoformat(value.upper()).timestamp())
+        return math.floor(datetime.fromisoformat(value.upper()).timestamp())
     except ValueError:  # well-formed but impossible (month 13, a leap second)
         return None
 

@@ -112,6 +112,7 @@ def test_the_default_base_url_is_anthropics():
         ("2025-06-15t15:06:40z", T0),  # RFC 3339 allows lower case
         ("2025-06-15 15:06:40Z", T0),  # and a space for the T
         ("1970-01-01T00:00:00Z", 0),
+        ("1969-12-31T23:59:59.5Z", -1),  # whole seconds are the floor, before 1970 too
     ],
 )
 def test_rfc3339_times_become_unix_seconds(value, expected):
@@ -126,6 +127,7 @@ def test_rfc3339_times_become_unix_seconds(value, expected):
         "20250615T150640Z",  # ISO 8601 basic form, not RFC 3339
         "2025-13-15T15:06:40Z",
         "2025-06-15T15:06:40Zjunk",
+        "٢٠٢٥-06-15T15:06:40Z",  # digits, but not ASCII ones
         "",
         1750000000,
         None,
