@@ -57,8 +57,9 @@ class GroqProvider(PassThroughProvider):
         files = page_in_order(files, order=order, after=after)
         if purpose:
             files = [remote for remote in files if remote.purpose == purpose]
-        for start in range(0, len(files), max(1, page_size)):
-            yield files[start : start + page_size]
+        size = max(1, page_size)
+        for start in range(0, len(files), size):
+            yield files[start : start + size]
 
 
 def page_in_order(files: list[RemoteFile], *, order: str, after: str | None) -> list[RemoteFile]:
