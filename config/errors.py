@@ -11,9 +11,11 @@ class                  status  type                     code
 =====================  ======  =======================  ============================
 InvalidRequest         400     invalid_request_error    (per error, often None)
 UnsupportedOperation   400     invalid_request_error    operation_not_supported
+FileNotDownloadable    400     invalid_request_error    file_not_downloadable
 AuthenticationFailed   401     invalid_request_error    invalid_api_key
 PermissionDenied       403     invalid_request_error    permission_denied
 QuotaExceeded          403     insufficient_quota       storage_quota_exceeded
+ProviderStorageFull    403     insufficient_quota       provider_storage_quota_exceeded
 FileNotFound           404     invalid_request_error    None (as OpenAI: "No such File object")
 UnknownURL             404     invalid_request_error    unknown_url
 MethodNotAllowed       405     invalid_request_error    method_not_allowed
@@ -29,8 +31,9 @@ UpstreamTimeout        504     server_error             upstream_timeout
 =====================  ======  =======================  ============================
 
 ``QuotaExceeded`` is a 403 on purpose: the OpenAI SDKs retry 429 automatically, and retrying an
-upload that can never fit only multiplies the traffic. Anthropic's Files API uses 403 for the same
-condition.
+upload that can never fit only multiplies the traffic. Anthropic's Files API used 403 for the same
+condition. ``ProviderStorageFull`` is the provider account's own storage limit (Anthropic's), not the
+organisation's quota: another code, so a client (and an admin reading the audit) can tell which is full.
 """
 
 from __future__ import annotations
@@ -91,6 +94,13 @@ class UnsupportedOperation(InvalidRequest):
     default_message = "This provider does not support this operation."
 
 
+class FileNotDownloadable(UnsupportedOperation):
+    """The provider keeps this file's bytes to itself (Anthropic: every file not made by its tools)."""
+
+    default_code: str | None = "file_not_downloadable"
+    default_message = "This file's content cannot be downloaded."
+
+
 class AuthenticationFailed(GatewayError):
     status_code = 401
     error_type = "invalid_request_error"
@@ -110,6 +120,13 @@ class QuotaExceeded(GatewayError):
     error_type = "insufficient_quota"
     default_code = "storage_quota_exceeded"
     default_message = "The organization's storage quota is exhausted."
+
+
+class ProviderStorageFull(GatewayError):
+    status_code = 403
+    error_type = "insufficient_quota"
+    default_code = "provider_storage_quota_exceeded"
+    default_message = "The provider account's file storage is full."
 
 
 class FileNotFound(GatewayError):

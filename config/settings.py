@@ -295,6 +295,7 @@ UPSTREAM_RETRIES = env_int("UPSTREAM_RETRIES", 2)
 # Hosts an org admin may point a provider account's base_url at in Django admin (operators: any host).
 ORG_ADMIN_UPSTREAM_HOSTS = env_list(
     "ORG_ADMIN_UPSTREAM_HOSTS",
-    "api.openai.com,*.openai.azure.com,*.cognitiveservices.azure.com,*.services.ai.azure.com",
+    "api.openai.com,*.openai.azure.com,*.cognitiveservices.azure.com,*.services.ai.azure.com,"
+    "api.anthropic.com,api.groq.com",
 )
 ENABLED_PROVIDER_KINDS = env_list("ENABLED_PROVIDER_KINDS", "")  # empty: every kind in the registry

@@ -14,6 +14,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from config.errors import InvalidRequest
 from files_api import services
 from files_api.serializers import (
     ErrorSerializer,
@@ -27,25 +28,42 @@ from files_api.upload import file_upload
 from tenants.models import ApiKey
 
 ACCOUNT_HEADER = "HTTP_X_PROVIDER_ACCOUNT"
+# TrueFoundry's gateway names the account in this header: its clients work here unchanged.
+TFY_ACCOUNT_HEADER = "HTTP_X_TFY_PROVIDER_NAME"
 
-ACCOUNT_PARAMETER = OpenApiParameter(
-    name="X-Provider-Account",
-    type=str,
-    location=OpenApiParameter.HEADER,
-    required=False,
-    description=(
-        "Name of one of your organisation's provider accounts. Without it, the organisation's "
-        "default account. Calls by id use the account the file was uploaded to."
-    ),
+
+def _header(name: str, description: str) -> OpenApiParameter:
+    return OpenApiParameter(
+        name=name, type=str, location=OpenApiParameter.HEADER, required=False, description=description
+    )
+
+
+ACCOUNT_PARAMETER = _header(
+    "X-Provider-Account",
+    "Name of one of your organisation's provider accounts. Without it, the organisation's default "
+    "account. Calls by id use the account the file was uploaded to (an id the gateway has no record "
+    "of is looked up on this account).",
 )
+TFY_ACCOUNT_PARAMETER = _header(
+    "x-tfy-provider-name",
+    "Alias of X-Provider-Account, as TrueFoundry's gateway names it: a client moving from TrueFoundry "
+    "changes only base_url and the key. Sending both with different values is a 400.",
+)
+ACCOUNT_PARAMETERS = [ACCOUNT_PARAMETER, TFY_ACCOUNT_PARAMETER]
 FILE_ID = OpenApiParameter(name="id", type=str, location=OpenApiParameter.PATH, description="The file id.")
 
 
 def _errors(*statuses: int) -> dict[int, OpenApiResponse]:
     meaning = {
-        400: "Invalid request (validation, unknown account, unsupported operation).",
+        400: (
+            "Invalid request (validation, unknown or conflicting account headers, unsupported purpose or "
+            "operation, a file whose content the provider keeps: file_not_downloadable)."
+        ),
         401: "Missing, unknown or revoked API key.",
-        403: "Storage quota exceeded (type insufficient_quota, code storage_quota_exceeded).",
+        403: (
+            "Storage full (type insufficient_quota): the organisation's quota (storage_quota_exceeded) or the "
+            "provider account's own storage (provider_storage_quota_exceeded)."
+        ),
         404: "No such file (also for other organisations' files).",
         413: "File larger than the organisation's limit.",
         429: "The provider is rate limiting (Retry-After kept).",
@@ -69,7 +87,7 @@ FILES_TAG = ["files"]
         summary="List files",
         description="One page of the organisation's files on the provider account, newest first by default.",
         tags=FILES_TAG,
-        parameters=[ACCOUNT_PARAMETER, FileListQuerySerializer],
+        parameters=[*ACCOUNT_PARAMETERS, FileListQuerySerializer],
         responses={200: FileListSerializer, **_errors(400, 401, *UPSTREAM)},
     ),
     create=extend_schema(
@@ -77,7 +95,7 @@ FILES_TAG = ["files"]
         summary="Upload a file",
         description="A multipart upload, streamed to the provider account while it arrives.",
         tags=FILES_TAG,
-        parameters=[ACCOUNT_PARAMETER],
+        parameters=ACCOUNT_PARAMETERS,
         request={"multipart/form-data": FileUploadSerializer},
         responses={200: FileObjectSerializer, **_errors(400, 401, 403, 413, *UPSTREAM)},
     ),
@@ -86,7 +104,7 @@ FILES_TAG = ["files"]
         summary="Retrieve a file",
         description="The file object. Another organisation's file is a 404.",
         tags=FILES_TAG,
-        parameters=[ACCOUNT_PARAMETER, FILE_ID],
+        parameters=[*ACCOUNT_PARAMETERS, FILE_ID],
         responses={200: FileObjectSerializer, **_errors(400, 401, 404, *UPSTREAM)},
     ),
     destroy=extend_schema(
@@ -94,7 +112,7 @@ FILES_TAG = ["files"]
         summary="Delete a file",
         description="Deletes the file upstream and frees its bytes of the quota.",
         tags=FILES_TAG,
-        parameters=[ACCOUNT_PARAMETER, FILE_ID],
+        parameters=[*ACCOUNT_PARAMETERS, FILE_ID],
         responses={200: FileDeletedSerializer, **_errors(400, 401, 404, *UPSTREAM)},
     ),
     content=extend_schema(
@@ -102,7 +120,7 @@ FILES_TAG = ["files"]
         summary="Download a file's content",
         description="The file's bytes, streamed.",
         tags=FILES_TAG,
-        parameters=[ACCOUNT_PARAMETER, FILE_ID],
+        parameters=[*ACCOUNT_PARAMETERS, FILE_ID],
         responses={
             (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description="The file's bytes."),
             **_errors(400, 401, 404, *UPSTREAM),
@@ -122,7 +140,19 @@ class FileViewSet(viewsets.ViewSet):
     lookup_value_regex = r"[^/]{1,128}"
 
     def _account_name(self, request: Request) -> str | None:
-        return request.META.get(ACCOUNT_HEADER) or None
+        """The account named by ``X-Provider-Account`` or its alias ``x-tfy-provider-name``.
+
+        Raises ``InvalidRequest`` when both are sent and differ: guessing which one was meant could
+        put a file on the wrong provider.
+        """
+        names = {request.META.get(ACCOUNT_HEADER) or None, request.META.get(TFY_ACCOUNT_HEADER) or None} - {None}
+        if len(names) > 1:
+            raise InvalidRequest(
+                "The X-Provider-Account and x-tfy-provider-name headers name different accounts; send one of them.",
+                param="X-Provider-Account",
+                code="conflicting_provider_account",
+            )
+        return names.pop() if names else None
 
     def list(self, request: Request) -> Response:
         query = FileListQuerySerializer(data=request.query_params)

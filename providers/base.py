@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Protocol
 
 from django.core.exceptions import ImproperlyConfigured
 
-from config.errors import FileNotFound, UnsupportedOperation
+from config.errors import FileNotDownloadable, FileNotFound, UnsupportedOperation
 from providers.fields import Field
 
 # Upload and download chunks: big enough that per-chunk overhead vanishes, small enough that
@@ -168,6 +168,7 @@ class Provider:
     capabilities: ClassVar[frozenset[str]] = ALL_OPERATIONS
     purposes: ClassVar[frozenset[str] | None] = None  # None: every purpose the API accepts
     stores_files: ClassVar[bool] = False  # True: list/retrieve are served from the gateway's records
+    not_downloadable_message: ClassVar[str] = "The provider does not let this file's content be downloaded."
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -185,13 +186,19 @@ class Provider:
         self.config = config
 
     def can(self, operation: str, file: RemoteFile | None = None) -> bool:
-        """Whether this kind can do ``operation`` (on ``file``, when the answer depends on the file)."""
-        return operation in self.capabilities
+        """Whether this kind can do ``operation`` (on ``file``, when the answer depends on the file:
+        the content of a file that is not ``downloadable`` stays with the provider)."""
+        is_kept = operation == CONTENT and file is not None and not file.downloadable
+        return operation in self.capabilities and not is_kept
 
     def require(self, operation: str, file: RemoteFile | None = None) -> None:
-        """Raise ``UnsupportedOperation`` unless this kind can do ``operation`` (on ``file``)."""
-        if not self.can(operation, file):
-            raise UnsupportedOperation(f"The {self.label or self.kind} provider does not support {operation} of files.")
+        """Raise ``UnsupportedOperation`` unless this kind can do ``operation`` (on ``file``):
+        ``FileNotDownloadable`` when the kind downloads files but not this one."""
+        if self.can(operation, file):
+            return
+        if self.can(operation):
+            raise FileNotDownloadable(self.not_downloadable_message, param="id")
+        raise UnsupportedOperation(f"The {self.label or self.kind} provider does not support {operation} of files.")
 
     def upload(self, stream: UploadStream, options: UploadOptions) -> RemoteFile:
         """Store the file read from ``stream``; return it as the provider now knows it.

@@ -7,15 +7,18 @@ streamed downloads, and the mapping of every failure to a ``config.errors`` clas
 
 What differs between kinds is a handful of small methods over plain values, each testable with no
 server: ``upload_fields`` (the form fields sent before the file), ``list_query`` (the query of one
-upstream list page), ``parse_file`` (one file object), ``parse_page`` (a list answer: files,
-``has_more``, the cursor of the next page), ``parse_deleted`` and ``parse_error`` (an error body).
-Their defaults speak OpenAI's dialect; a kind overrides only what its provider says differently.
+upstream list page), ``parse_file`` (one file object), ``parse_page`` (a list answer: files in the
+order asked for, ``has_more``, the cursor of the next page), ``parse_deleted``, ``parse_error`` (an
+error body) and ``error_for`` (the gateway error for a status and that body). Their defaults speak
+OpenAI's dialect; a kind overrides only what its provider says differently, and ``iter_pages`` where
+its paging is not OpenAI's.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import re
 import secrets
@@ -23,6 +26,7 @@ import time
 import zlib
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -67,6 +71,7 @@ _SECRET_LIKE = re.compile(r"\b(sk-|rk-|org-|proj_|gsk_)[\w*\-]{4,}")
 _MASKED = re.compile(r"[\w\-]*\*{2,}[\w\-]*")  # keys shown partly masked, e.g. "ab12cd***wxyz"
 _SAFE_TOKEN = re.compile(r"[A-Za-z0-9_.\-\[\]]{1,64}")
 _MEDIA_TYPE = re.compile(r"[\w.+\-]+/[\w.+\-]+")
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)", re.ASCII)
 USER_AGENT = "filegate"
 # Idempotent calls are retried after these: the request may never have reached the upstream, or a
 # pooled keep-alive connection was closed under us. Read timeouts are not retried: the upstream is slow.
@@ -172,8 +177,9 @@ class PassThroughProvider(Provider):
             status_details=str(details) if details else None,
         )
 
-    def parse_page(self, body: Any) -> UpstreamPage:
-        """A list answer: its files, whether more follow, and the cursor of the next page."""
+    def parse_page(self, body: Any, *, order: str = "desc") -> UpstreamPage:
+        """A list answer asked for in ``order``: its files, whether more follow, and the cursor of the
+        next page. OpenAI's upstreams answer in the order asked for, so ``order`` changes nothing here."""
         data = body.get("data") if isinstance(body, dict) else None
         if not isinstance(data, list):
             raise UpstreamError(f"The {self.label} provider returned an unexpected file list.")
@@ -186,13 +192,7 @@ class PassThroughProvider(Provider):
 
     def parse_error(self, body: bytes) -> tuple[str | None, str | None, str | None]:
         """``(message, param, code)`` of an error body; ``None`` for what it does not say."""
-        try:
-            parsed = json.loads(body)
-        except ValueError:
-            return None, None, None
-        error = parsed.get("error") if isinstance(parsed, dict) else None
-        if not isinstance(error, dict):
-            return None, None, None
+        error = parse_error_envelope(body)
         message, param, code = error.get("message"), error.get("param"), error.get("code")
         return (
             message if isinstance(message, str) else None,
@@ -229,12 +229,15 @@ class PassThroughProvider(Provider):
         cursor = after
         while True:
             size = min(page_size, self.max_page_size)
-            query = self.list_query(limit=size, order=order, purpose=purpose, after=cursor)
-            page = self.parse_page(self._json(self._send("GET", "files", retry=True, params=query)))
+            page = self.fetch_page(self.list_query(limit=size, order=order, purpose=purpose, after=cursor), order=order)
             yield page.files
             if not page.has_more or page.cursor is None:
                 return
             cursor = page.cursor
+
+    def fetch_page(self, query: dict[str, str | int], *, order: str) -> UpstreamPage:
+        """One upstream list page (retried like every read), parsed as asked for in ``order``."""
+        return self.parse_page(self._json(self._send("GET", "files", retry=True, params=query)), order=order)
 
     def retrieve(self, remote_id: str) -> RemoteFile:
         """The upstream's file object. Raises ``FileNotFound`` and the mapped ``Upstream*`` errors."""
@@ -499,6 +502,26 @@ def read_bounded(response: httpx.Response, limit: int, *, truncate: bool = False
     finally:
         response.close()
     return bytes(data)
+
+
+def parse_error_envelope(body: bytes) -> dict[str, Any]:
+    """The ``error`` object of a JSON error body (OpenAI's and Anthropic's envelopes alike); ``{}`` if none."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return {}
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    return error if isinstance(error, dict) else {}
+
+
+def rfc3339_seconds(value: Any) -> int | None:
+    """An RFC 3339 time (``2025-04-15T18:37:24.100435Z``, any offset) as whole unix seconds; None if it is not one."""
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        return None
+    try:
+        return math.floor(datetime.fromisoformat(value.upper()).timestamp())
+    except ValueError:  # well-formed but impossible (month 13, a leap second)
+        return None
 
 
 def _integer(value: Any, default: Any) -> Any:

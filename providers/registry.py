@@ -23,6 +23,8 @@ PROVIDERS: dict[str, str] = {
     "local": "providers.local.LocalProvider",
     "openai": "providers.openai.OpenAIProvider",
     "azure_openai": "providers.azure.AzureOpenAIProvider",
+    "anthropic": "providers.anthropic.AnthropicProvider",
+    "groq": "providers.groq.GroqProvider",
 }
 
 _classes: dict[str, type[Provider]] = {}

@@ -7,6 +7,7 @@ an API key; ``client_a`` / ``client_b`` are DRF API clients authenticated with t
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,6 +192,16 @@ def batch_line(custom_id: str = "req-1", **overrides: Any) -> bytes:
     }
     line.update(overrides)
     return json.dumps(line).encode() + b"\n"
+
+
+def batch_file(size: int) -> bytes:
+    """A valid batch file of at least ``size`` bytes (lines of about 140 bytes, unique ids)."""
+    lines, total = [], 0
+    while total < size:
+        line = batch_line(f"req-{len(lines)}", body={"model": "m", "input": secrets.token_hex(32)})
+        lines.append(line)
+        total += len(line)
+    return b"".join(lines)
 
 
 BOUNDARY = "filegate-test-boundary"

@@ -1,8 +1,10 @@
 """One contract for every provider kind: the official ``openai`` SDK against a live gateway.
 
-Each test runs once per kind. The pass-through kinds talk to the fake upstreams of
-``tests/upstreams.py`` (real HTTP on 127.0.0.1); ``local`` stores in the test's data folder. A new
-kind joins by adding a branch to the ``contract`` fixture.
+Each test runs once per kind. The kinds with a Files API of their own talk to the fake upstreams
+(``tests/upstreams.py``, ``tests/upstream_anthropic.py``, ``tests/upstream_groq.py``: real HTTP on
+127.0.0.1); ``local`` stores in the test's data folder. Where a kind legitimately differs from
+OpenAI (Groq keeps batch files only, Anthropic keeps uploads to itself), ``Traits`` says how, and
+the contract checks that difference instead of skipping. A new kind joins in ``FAKES`` and ``TRAITS``.
 """
 
 from __future__ import annotations
@@ -19,11 +21,31 @@ from openai import OpenAI
 from openai.types import FileDeleted, FileObject
 
 from tenants.models import Organization
-from tests.conftest import Tenant, batch_line
-from tests.upstreams import FakeFilesServer, add_upstream_account
+from tests.conftest import Tenant, batch_file, batch_line
+from tests.upstream_server import FakeServer
+from tests.upstreams import add_upstream_account
 
-KINDS = ["local", "openai", "azure_openai"]
+FAKES = {"openai": "fake_openai", "azure_openai": "fake_azure", "anthropic": "fake_anthropic", "groq": "fake_groq"}
+KINDS = ["local", *FAKES]
 MISSING_ID = "file-doesnotexist000000000"
+
+
+@dataclass(frozen=True)
+class Traits:
+    """How a kind differs from OpenAI, as a client sees it."""
+
+    purpose: str = "assistants"  # what the contract uploads with
+    other_purpose: str | None = "batch"  # a second purpose it takes (None: only made upstream)
+    refused_purpose: str | None = None  # one it refuses before a byte goes upstream
+    downloads_uploads: bool = True  # whether an uploaded file's content can be downloaded
+    first_status: str = "processed"  # the status an upload answers with
+
+
+TRAITS = {
+    "azure_openai": Traits(first_status="pending"),
+    "anthropic": Traits(other_purpose="vision", refused_purpose="batch", downloads_uploads=False),
+    "groq": Traits(purpose="batch", other_purpose=None, refused_purpose="assistants"),
+}
 
 
 @dataclass
@@ -32,7 +54,16 @@ class Contract:
     account: str
     tenant: Tenant
     sdk: OpenAI
-    upstream: FakeFilesServer | None  # None: the gateway stores the bytes itself
+    upstream: FakeServer | None  # None: the gateway stores the bytes itself
+    traits: Traits
+
+    @property
+    def filename(self) -> str:
+        return "data.jsonl" if self.traits.purpose == "batch" else "data.bin"
+
+    def content(self, size: int = 2 * 1024 * 1024 + 11) -> bytes:
+        """A file of about ``size`` bytes of the contract's purpose (batch files must be JSONL)."""
+        return batch_file(size) if self.traits.purpose == "batch" else binary_content(size)
 
     def stored_count(self) -> int:
         """How many files the provider holds (upstream, or on disk for stored kinds)."""
@@ -58,10 +89,10 @@ def sdk_for(live_server, tenant: Tenant, account: str) -> OpenAI:
     )
 
 
-def account_on(kind: str, request: pytest.FixtureRequest, tenant: Tenant) -> tuple[str, FakeFilesServer | None]:
+def account_on(kind: str, request: pytest.FixtureRequest, tenant: Tenant) -> tuple[str, FakeServer | None]:
     if kind == "local":
         return tenant.account.name, None
-    server = request.getfixturevalue({"openai": "fake_openai", "azure_openai": "fake_azure"}[kind])
+    server = request.getfixturevalue(FAKES[kind])
     return add_upstream_account(tenant, server).name, server
 
 
@@ -69,7 +100,8 @@ def account_on(kind: str, request: pytest.FixtureRequest, tenant: Tenant) -> tup
 def contract(request: pytest.FixtureRequest, live_server, tenant_a: Tenant) -> Iterator[Contract]:
     account, upstream = account_on(request.param, request, tenant_a)
     sdk = sdk_for(live_server, tenant_a, account)
-    yield Contract(kind=request.param, account=account, tenant=tenant_a, sdk=sdk, upstream=upstream)
+    traits = TRAITS.get(request.param, Traits())
+    yield Contract(kind=request.param, account=account, tenant=tenant_a, sdk=sdk, upstream=upstream, traits=traits)
     sdk.close()
 
 
@@ -79,29 +111,33 @@ def binary_content(size: int = 2 * 1024 * 1024 + 11) -> bytes:
 
 
 def create(
-    contract: Contract, content: bytes, *, filename: str = "data.bin", purpose: str = "assistants"
+    contract: Contract, content: bytes, *, filename: str | None = None, purpose: str | None = None
 ) -> FileObject:
-    return contract.sdk.files.create(file=(filename, content, "application/octet-stream"), purpose=purpose)  # type: ignore[arg-type]
+    return contract.sdk.files.create(
+        file=(filename or contract.filename, content, "application/octet-stream"),
+        purpose=purpose or contract.traits.purpose,  # type: ignore[arg-type]
+    )
 
 
 def test_it_uploads_and_retrieves(contract):
-    content = binary_content()
+    content = contract.content()
     created = create(contract, content)
-    assert (created.object, created.bytes, created.filename, created.purpose) == (
+    assert (created.object, created.bytes, created.filename, created.purpose, created.status) == (
         "file",
         len(content),
-        "data.bin",
-        "assistants",
+        contract.filename,
+        contract.traits.purpose,
+        contract.traits.first_status,
     )
-    assert created.status == ("pending" if contract.kind == "azure_openai" else "processed")
     retrieved = contract.sdk.files.retrieve(created.id)
-    assert (retrieved.id, retrieved.bytes, retrieved.filename, retrieved.purpose) == (
+    assert (retrieved.id, retrieved.bytes, retrieved.filename, retrieved.purpose, retrieved.status) == (
         created.id,
         len(content),
-        "data.bin",
-        "assistants",
+        contract.filename,
+        contract.traits.purpose,
+        "processed",
     )
-    assert retrieved.status == "processed"
+    assert retrieved.created_at == created.created_at
     assert contract.stored_count() == 1
     assert contract.used_bytes() == len(content)
     if contract.upstream is not None:
@@ -112,33 +148,71 @@ def test_it_uploads_and_retrieves(contract):
 
 def test_it_honours_expires_after(contract):
     created = contract.sdk.files.create(
-        file=("a.txt", b"abc"), purpose="assistants", expires_after={"anchor": "created_at", "seconds": 3600}
+        file=(contract.filename, contract.content(100)),
+        purpose=contract.traits.purpose,  # type: ignore[arg-type]
+        expires_after={"anchor": "created_at", "seconds": 3600},
     )
     assert created.expires_at is not None and abs(created.expires_at - created.created_at - 3600) <= 2
 
 
+def other_purpose_file(contract: Contract) -> tuple[str, str]:
+    """A file of another purpose than the contract's, and that purpose: uploaded where the kind takes
+    a second purpose, else made upstream (Groq's own batch results)."""
+    if contract.traits.other_purpose is not None:
+        other = contract.traits.other_purpose
+        content = batch_line("only") if other == "batch" else b"other"
+        return create(contract, content, filename="b.jsonl", purpose=other).id, other
+    assert contract.upstream is not None
+    return contract.upstream.add_file(b"{}\n", filename="out.jsonl", purpose="batch_output"), "batch_output"
+
+
 def test_it_lists_with_paging(contract):
-    ids = [create(contract, f"file {n}".encode(), filename=f"{n}.txt").id for n in range(3)]
-    batch = create(contract, batch_line("only"), filename="b.jsonl", purpose="batch").id
-    first = contract.sdk.files.list(limit=2, purpose="assistants")
+    purpose = contract.traits.purpose
+    ids = [create(contract, contract.content(100), filename=f"{n}.jsonl").id for n in range(3)]
+    other, other_purpose = other_purpose_file(contract)
+    first = contract.sdk.files.list(limit=2, purpose=purpose)
     assert [f.id for f in first.data] == [ids[2], ids[1]] and first.has_more
-    assert [f.id for f in contract.sdk.files.list(limit=2, purpose="assistants")] == ids[::-1]  # auto-paging
-    assert [f.id for f in contract.sdk.files.list(limit=2, order="asc", purpose="assistants")] == ids
-    assert [f.id for f in contract.sdk.files.list(purpose="batch")] == [batch]
+    assert [f.id for f in contract.sdk.files.list(limit=2, purpose=purpose)] == ids[::-1]  # auto-paging
+    assert [f.id for f in contract.sdk.files.list(limit=2, order="asc", purpose=purpose)] == ids
+    assert [f.id for f in contract.sdk.files.list(purpose=other_purpose)] == [other]
     assert len(list(contract.sdk.files.list())) == 4
 
 
+def made_before(contract: Contract, count: int) -> list[str]:
+    """``count`` files made before the test's uploads, oldest first: seeded upstream, or uploaded."""
+    if contract.upstream is not None:
+        return contract.upstream.seed(count, content=contract.content(10))
+    return [create(contract, contract.content(10)).id for _ in range(count)]
+
+
+@pytest.mark.parametrize("order", ["desc", "asc"])
+def test_auto_pagination_walks_every_file_exactly_once_in_order(contract, order):
+    oldest_first = made_before(contract, 10) + [create(contract, contract.content(10)).id for _ in range(3)]
+    pages = list(contract.sdk.files.list(limit=4, order=order).iter_pages())
+    walked = [f.id for page in pages for f in page.data]
+    assert walked == (oldest_first if order == "asc" else oldest_first[::-1])
+    assert [len(page.data) for page in pages] == [4, 4, 4, 1]
+    assert [page.has_more for page in pages] == [True, True, True, False]
+
+
 def test_it_streams_content_byte_for_byte(contract):
-    content = binary_content()
+    content = contract.content()
     file_id = create(contract, content).id
+    if not contract.traits.downloads_uploads:
+        with pytest.raises(openai.BadRequestError) as raised:
+            contract.sdk.files.content(file_id)
+        assert raised.value.code == "file_not_downloadable"
+        assert contract.upstream is not None and contract.upstream.calls("GET", f"/{file_id}/content") == []
+        file_id = contract.upstream.add_file(content, filename="made-by-a-tool.bin")  # as the provider's tools do
     assert contract.sdk.files.content(file_id).read() == content
     with contract.sdk.files.with_streaming_response.content(file_id) as response:
         assert response.headers["content-type"] == "application/octet-stream"
+        assert response.headers["content-length"] == str(len(content))
         assert b"".join(response.iter_bytes()) == content
 
 
 def test_it_deletes_and_releases_the_quota(contract):
-    content = binary_content(4096)
+    content = contract.content(4096)
     file_id = create(contract, content).id
     deleted = contract.sdk.files.delete(file_id)
     assert isinstance(deleted, FileDeleted) and (deleted.id, deleted.deleted, deleted.object) == (file_id, True, "file")
@@ -158,7 +232,7 @@ def test_unknown_ids_are_not_found(contract):
 
 
 def test_another_organizations_file_is_not_found(contract, request, live_server, tenant_b):
-    file_id = create(contract, b"private").id
+    file_id = create(contract, contract.content(100)).id
     account, _ = account_on(contract.kind, request, tenant_b)  # the same upstream, for pass-through kinds
     with sdk_for(live_server, tenant_b, account) as other:
         for call in (other.files.retrieve, other.files.content, other.files.delete):
@@ -172,13 +246,29 @@ def test_a_rejected_upload_leaves_nothing_behind(contract):
     lines = b"".join(batch_line(f"req-{n}") for n in range(20_000)) + b"not json\n"
     with pytest.raises(openai.BadRequestError) as raised:
         create(contract, lines, filename="batch.jsonl", purpose="batch")
-    assert raised.value.code == "invalid_batch_file"
+    refuses_batch = contract.traits.refused_purpose == "batch"
+    assert raised.value.code == ("unsupported_purpose" if refuses_batch else "invalid_batch_file")
     with pytest.raises(openai.BadRequestError) as raised:
         create(contract, b"abc", purpose="nonsense")
     assert raised.value.param == "purpose"
     assert contract.stored_count() == 0
     assert contract.used_bytes() == 0
     assert list(contract.sdk.files.list()) == []
+
+
+def test_a_purpose_the_provider_cannot_use_is_refused_before_upload(contract):
+    refused = contract.traits.refused_purpose
+    if refused is None:
+        created = create(contract, batch_line("ok"), filename="b.jsonl", purpose="batch")
+        assert created.purpose == "batch"  # every purpose OpenAI has works on this kind
+        return
+    with pytest.raises(openai.BadRequestError) as raised:
+        create(contract, contract.content(100), filename="a.jsonl", purpose=refused)
+    body = raised.value.response.json()["error"]
+    assert (body["param"], body["code"]) == ("purpose", "unsupported_purpose")
+    assert contract.traits.purpose in body["message"] and repr(refused) in body["message"]
+    assert contract.upstream is not None and contract.upstream.requests == []
+    assert contract.used_bytes() == 0
 
 
 def test_files_made_outside_the_gateway_stay_reachable(contract):

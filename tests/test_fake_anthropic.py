@@ -24,8 +24,7 @@ from anthropic.types import FileExpiredError, FileNotDownloadableError, StorageQ
 from anthropic.types.beta import BetaFileMetadata
 from anthropic.types.shared import ErrorResponse
 
-from config.errors import InvalidRequest
-from providers import registry
+from tenants.services import provider_for
 from tests.conftest import MULTIPART, Tenant, multipart_body
 from tests.upstream_anthropic import FILES_BETA, FakeAnthropic
 from tests.upstreams import add_upstream_account
@@ -371,14 +370,12 @@ def test_an_upload_past_the_storage_quota_is_refused(sdk, fake_anthropic):
 # Accounts on the fake.
 
 
-def test_an_account_on_the_fake_needs_the_anthropic_kind(tenant_a: Tenant, fake_anthropic, monkeypatch):
+def test_an_account_on_the_fake_is_of_the_anthropic_kind(tenant_a: Tenant, fake_anthropic):
     assert fake_anthropic.account_config() == {"api_key": fake_anthropic.api_key, "base_url": fake_anthropic.url}
-    with pytest.raises(InvalidRequest, match="Unknown provider kind 'anthropic'"):
-        add_upstream_account(tenant_a, fake_anthropic)
-
-    # A stand-in class with the same settings (api_key, base_url, timeout) shows the helper works once the kind exists.
-    monkeypatch.setitem(registry.PROVIDERS, "anthropic", "providers.openai.OpenAIProvider")
     account = add_upstream_account(tenant_a, fake_anthropic, timeout=5)
 
     assert (account.name, account.kind, account.settings["base_url"]) == ("anthropic", "anthropic", fake_anthropic.url)
     assert account.get_secrets()["api_key"] == fake_anthropic.api_key
+    provider_for(account).check()  # the fake takes the kind's requests, headers and all
+    [listed] = fake_anthropic.calls("GET")
+    assert listed.headers["anthropic-beta"] == FILES_BETA

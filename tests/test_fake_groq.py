@@ -18,8 +18,7 @@ import httpx
 import pytest
 from groq.types.shared import ErrorObject
 
-from config.errors import InvalidRequest
-from providers import registry
+from tenants.services import provider_for
 from tests.conftest import MULTIPART, Tenant, multipart_body
 from tests.upstream_groq import FakeGroq
 from tests.upstream_server import conforms
@@ -179,13 +178,10 @@ def test_answers_are_checked_for_keys_the_sdk_does_not_declare():
         conforms(FileInfoResponse, {**file, "status": "processed"}, exact=True)
 
 
-def test_an_account_on_the_fake_needs_the_groq_kind(tenant_a: Tenant, fake_groq, monkeypatch):
+def test_an_account_on_the_fake_is_of_the_groq_kind(tenant_a: Tenant, fake_groq):
     assert fake_groq.account_config()["base_url"] == f"{fake_groq.origin}/openai/v1"
-    with pytest.raises(InvalidRequest, match="Unknown provider kind 'groq'"):
-        add_upstream_account(tenant_a, fake_groq)
-
-    # A stand-in class with the same settings (api_key, base_url, timeout) shows the helper works once the kind exists.
-    monkeypatch.setitem(registry.PROVIDERS, "groq", "providers.openai.OpenAIProvider")
     account = add_upstream_account(tenant_a, fake_groq, name="batch", timeout=5)
 
     assert (account.name, account.kind, account.settings["base_url"]) == ("batch", "groq", fake_groq.url)
+    provider_for(account).check()  # the fake takes the kind's requests
+    assert len(fake_groq.calls("GET")) == 1

@@ -24,9 +24,17 @@ GENERIC_500 = "The server had an error while processing your request."
 TABLE = [
     ("InvalidRequest", errors.InvalidRequest("bad"), 400, "invalid_request_error", None),
     ("UnsupportedOperation", errors.UnsupportedOperation(), 400, "invalid_request_error", "operation_not_supported"),
+    ("FileNotDownloadable", errors.FileNotDownloadable(), 400, "invalid_request_error", "file_not_downloadable"),
     ("AuthenticationFailed", errors.AuthenticationFailed(), 401, "invalid_request_error", "invalid_api_key"),
     ("PermissionDenied", errors.PermissionDenied(), 403, "invalid_request_error", "permission_denied"),
     ("QuotaExceeded", errors.QuotaExceeded(), 403, "insufficient_quota", "storage_quota_exceeded"),
+    (
+        "ProviderStorageFull",
+        errors.ProviderStorageFull(),
+        403,
+        "insufficient_quota",
+        "provider_storage_quota_exceeded",
+    ),
     ("FileNotFound", errors.FileNotFound(), 404, "invalid_request_error", None),
     ("UnknownURL", errors.UnknownURL(), 404, "invalid_request_error", "unknown_url"),
     ("MethodNotAllowed", errors.MethodNotAllowed(), 405, "invalid_request_error", "method_not_allowed"),

@@ -79,11 +79,12 @@ def test_component_names_are_legal(schema: dict[str, Any]) -> None:
         assert re.fullmatch(r"[A-Za-z0-9._-]+", name), name
 
 
-def test_every_operation_takes_the_provider_account_header(schema: dict[str, Any]) -> None:
+def test_every_operation_takes_the_provider_account_header_and_its_truefoundry_alias(schema: dict[str, Any]) -> None:
     for operation_id, operation in _operations(schema).items():
         headers = [p for p in operation["parameters"] if p["in"] == "header"]
-        assert [p["name"] for p in headers] == ["X-Provider-Account"], operation_id
-        assert not headers[0].get("required", False)
+        assert [p["name"] for p in headers] == ["X-Provider-Account", "x-tfy-provider-name"], operation_id
+        assert not any(header.get("required", False) for header in headers)
+        assert headers[1]["description"].startswith("Alias of X-Provider-Account, as TrueFoundry")
 
 
 def test_every_operation_requires_the_bearer_key(schema: dict[str, Any]) -> None:

@@ -1,4 +1,8 @@
-"""Upstream faults seen through the gateway: each ends with the right error, no stray record, exact usage."""
+"""Upstream faults seen through the gateway: each ends with the right error, no stray record, exact usage.
+
+Every test runs against each kind with a Files API of its own (OpenAI, Azure OpenAI, Anthropic, Groq).
+What a kind accepts differs: Groq keeps batch files only (``payload`` makes one), and Anthropic never
+lets uploaded files be downloaded (``readable_file`` makes one as its tools would)."""
 
 from __future__ import annotations
 
@@ -12,10 +16,31 @@ import pytest
 from config.errors import UpstreamError
 from files_api.models import AuditEvent, File
 from tenants.models import Organization, QuotaReservation
-from tests.conftest import Tenant, batch_line, upload
-from tests.upstreams import FakeFilesServer, add_upstream_account
+from tests.conftest import Tenant, batch_file, batch_line, upload
+from tests.upstream_server import FakeServer
+from tests.upstreams import add_upstream_account
 
 MiB = 1024 * 1024
+KINDS = {"openai": "fake_openai", "azure_openai": "fake_azure", "anthropic": "fake_anthropic", "groq": "fake_groq"}
+
+
+@pytest.fixture(params=list(KINDS))
+def upstream(request: pytest.FixtureRequest, tenant_a: Tenant) -> FakeServer:
+    """A fake upstream of each kind, with an account of tenant_a named ``up`` on it."""
+    server = request.getfixturevalue(KINDS[request.param])
+    add_upstream_account(tenant_a, server, name="up")
+    return server
+
+
+def payload(server: FakeServer, size: int) -> bytes:
+    """About ``size`` bytes the kind accepts: a batch file for Groq, random bytes for the others."""
+    return batch_file(size) if server.kind == "groq" else os.urandom(size)
+
+
+def send(tenant: Tenant, server: FakeServer, content: bytes, *, account: str = "up") -> Any:
+    if server.kind == "groq":
+        return upload(tenant.client, content, filename="batch.jsonl", purpose="batch", account=account)
+    return upload(tenant.client, content, account=account)
 
 
 def assert_usage(org: Organization, used_bytes: int) -> None:
@@ -30,7 +55,7 @@ def assert_error(response: Any, status: int, error_type: str, code: str | None) 
     assert (error["type"], error["code"]) == (error_type, code)
 
 
-def assert_nothing_recorded(tenant: Tenant, server: FakeFilesServer) -> None:
+def assert_nothing_recorded(tenant: Tenant, server: FakeServer) -> None:
     assert not File.objects.filter(organization=tenant.org).exists()
     assert_usage(tenant.org, 0)
     assert server.files == {}
@@ -47,7 +72,7 @@ def free_port() -> int:
 
 def test_an_upstream_500_on_upload_is_a_502_and_is_not_retried(tenant_a, upstream):
     upstream.fail("upload", status=500)
-    response = upload(tenant_a.client, b"payload", account="up")
+    response = send(tenant_a, upstream, payload(upstream, 100))
     assert_error(response, 502, "server_error", "upstream_error")
     assert_nothing_recorded(tenant_a, upstream)
     assert len(upstream.calls("POST")) == 1
@@ -55,25 +80,26 @@ def test_an_upstream_500_on_upload_is_a_502_and_is_not_retried(tenant_a, upstrea
     assert event.outcome == "upstream_error"
 
 
-def test_an_upstream_429_on_upload_keeps_retry_after(tenant_a, upstream):
-    upstream.fail("upload", status=429, retry_after="9")
-    response = upload(tenant_a.client, b"payload", account="up")
+@pytest.mark.parametrize("retry_after", ["9", None])
+def test_an_upstream_429_on_upload_keeps_retry_after_when_there_is_one(tenant_a, upstream, retry_after):
+    upstream.fail("upload", status=429, retry_after=retry_after)
+    response = send(tenant_a, upstream, payload(upstream, 100))
     assert_error(response, 429, "rate_limit_error", "rate_limit_exceeded")
-    assert response["Retry-After"] == "9"
+    assert response.get("Retry-After") == retry_after
     assert_nothing_recorded(tenant_a, upstream)
 
 
 def test_an_upstream_that_does_not_answer_is_a_504(tenant_a, upstream):
     add_upstream_account(tenant_a, upstream, name="slow", timeout="0.3")
     upstream.fail("upload", "hang")
-    response = upload(tenant_a.client, os.urandom(64 * 1024), account="slow")
+    response = send(tenant_a, upstream, payload(upstream, 64 * 1024), account="slow")
     assert_error(response, 504, "server_error", "upstream_timeout")
     assert_nothing_recorded(tenant_a, upstream)
 
 
 def test_a_connection_reset_midway_through_an_upload_is_a_502_with_nothing_left(tenant_a, upstream):
     upstream.fail("upload", "reset", after_bytes=512 * 1024)
-    response = upload(tenant_a.client, os.urandom(3 * MiB), account="up")
+    response = send(tenant_a, upstream, payload(upstream, 3 * MiB))
     assert_error(response, 502, "server_error", "upstream_error")
     upstream.wait_for(lambda: len(upstream.uploads) == 1)
     assert not upstream.uploads[0].is_complete
@@ -83,7 +109,7 @@ def test_a_connection_reset_midway_through_an_upload_is_a_502_with_nothing_left(
 
 def test_refused_account_credentials_are_a_403_that_does_not_blame_the_clients_key(tenant_a, upstream):
     add_upstream_account(tenant_a, upstream, name="stale", api_key="sk-stale-key-00000000")
-    response = upload(tenant_a.client, b"payload", account="stale")
+    response = send(tenant_a, upstream, payload(upstream, 100), account="stale")
     assert_error(response, 403, "invalid_request_error", "upstream_authentication_failed")
     assert "WWW-Authenticate" not in response
     assert "sk-stale" not in response.json()["error"]["message"]
@@ -92,7 +118,7 @@ def test_refused_account_credentials_are_a_403_that_does_not_blame_the_clients_k
 
 def test_a_refused_connection_is_a_503(tenant_a, upstream):
     add_upstream_account(tenant_a, upstream, name="down", base_url=f"http://127.0.0.1:{free_port()}")
-    response = upload(tenant_a.client, b"payload", account="down")
+    response = send(tenant_a, upstream, payload(upstream, 100), account="down")
     assert_error(response, 503, "server_error", "upstream_unavailable")
     assert_nothing_recorded(tenant_a, upstream)
 
@@ -101,6 +127,10 @@ def test_a_bad_batch_line_late_in_the_file_leaves_nothing_upstream(tenant_a, ups
     lines = b"".join(batch_line(f"req-{n}") for n in range(20_000)) + b'{"custom_id": "late"}\n'
     assert len(lines) > 2 * MiB  # several chunks went upstream before the bad line arrived
     response = upload(tenant_a.client, lines, filename="batch.jsonl", purpose="batch", account="up")
+    if upstream.kind == "anthropic":  # no batch files on Anthropic: refused before a byte goes upstream
+        assert_error(response, 400, "invalid_request_error", "unsupported_purpose")
+        assert upstream.requests == []
+        return assert_nothing_recorded(tenant_a, upstream)
     assert_error(response, 400, "invalid_request_error", "invalid_batch_file")
     assert "line 20001" in response.json()["error"]["message"]
     upstream.wait_for(lambda: len(upstream.uploads) == 1)
@@ -111,7 +141,7 @@ def test_a_bad_batch_line_late_in_the_file_leaves_nothing_upstream(tenant_a, ups
 def test_an_oversize_upload_is_refused_before_anything_goes_upstream(tenant_a, upstream):
     Organization.objects.filter(pk=tenant_a.org.pk).update(max_file_size_bytes=MiB)
     tenant_a.api_key.organization.refresh_from_db()
-    response = upload(tenant_a.client, os.urandom(2 * MiB), account="up")
+    response = send(tenant_a, upstream, payload(upstream, 2 * MiB))
     assert_error(response, 413, "invalid_request_error", "file_too_large")
     assert upstream.requests == []
     assert_usage(tenant_a.org, 0)
@@ -120,28 +150,41 @@ def test_an_oversize_upload_is_refused_before_anything_goes_upstream(tenant_a, u
 # Reads and deletes.
 
 
-def uploaded(tenant: Tenant, content: bytes) -> str:
-    response = upload(tenant.client, content, account="up")
+def uploaded(tenant: Tenant, server: FakeServer, size: int) -> tuple[str, int]:
+    """A file uploaded through the gateway: its id and size."""
+    content = payload(server, size)
+    response = send(tenant, server, content)
     assert response.status_code == 200, response.json()
-    return response.json()["id"]
+    return response.json()["id"], len(content)
+
+
+def readable_file(tenant: Tenant, server: FakeServer, content: bytes) -> tuple[str, bool]:
+    """A file whose content can be downloaded, and whether the gateway recorded it. Anthropic never
+    lets uploads be downloaded: there it is made upstream, as Anthropic's tools make such files."""
+    if server.kind == "anthropic":
+        return server.add_file(content), False
+    response = send(tenant, server, content)
+    assert response.status_code == 200, response.json()
+    return response.json()["id"], True
 
 
 def test_a_connection_reset_midway_through_a_download_ends_the_stream_with_an_error(tenant_a, upstream):
-    content = os.urandom(2 * MiB)
-    file_id = uploaded(tenant_a, content)
+    content = payload(upstream, 2 * MiB)
+    file_id, is_recorded = readable_file(tenant_a, upstream, content)
     upstream.fail("content", "reset", after_bytes=MiB // 2)
-    response = tenant_a.client.get(f"/v1/files/{file_id}/content")
+    response = tenant_a.client.get(f"/v1/files/{file_id}/content", HTTP_X_PROVIDER_ACCOUNT="up")
     assert response.status_code == 200 and response["Content-Length"] == str(len(content))
     with pytest.raises(UpstreamError):
         b"".join(response.streaming_content)
-    assert File.objects.get(public_id=file_id).deleted_at is None
-    assert_usage(tenant_a.org, len(content))
+    assert File.objects.filter(public_id=file_id, deleted_at__isnull=True).exists() is is_recorded
+    assert_usage(tenant_a.org, len(content) if is_recorded else 0)
+    assert file_id in upstream.files
 
 
 def test_a_download_cut_off_is_never_complete_for_an_http_client(live_server, tenant_a, fake_openai):
     add_upstream_account(tenant_a, fake_openai, name="up")
     content = os.urandom(2 * MiB)
-    file_id = uploaded(tenant_a, content)
+    file_id, _ = readable_file(tenant_a, fake_openai, content)
     fake_openai.fail("content", "reset", after_bytes=MiB // 2)
     headers = {"Authorization": f"Bearer {tenant_a.key}"}
     received = bytearray()
@@ -168,7 +211,7 @@ def test_list_failures_are_retried_then_a_502(tenant_a, upstream, settings):
 
 def test_a_transient_retrieve_failure_is_retried_away(tenant_a, upstream, settings):
     settings.UPSTREAM_RECHECK_SECONDS = 0  # ask the upstream, not the fresh record
-    file_id = uploaded(tenant_a, b"abc")
+    file_id, _ = uploaded(tenant_a, upstream, 3)
     upstream.fail("retrieve", status=503)
     assert tenant_a.client.get(f"/v1/files/{file_id}").status_code == 200
     assert len(upstream.calls("GET", f"/{file_id}")) == 2
@@ -176,29 +219,68 @@ def test_a_transient_retrieve_failure_is_retried_away(tenant_a, upstream, settin
 
 def test_a_rate_limited_retrieve_keeps_retry_after(tenant_a, upstream, settings):
     settings.UPSTREAM_RECHECK_SECONDS = 0
-    file_id = uploaded(tenant_a, b"abc")
+    file_id, _ = uploaded(tenant_a, upstream, 3)
     upstream.fail("retrieve", status=429, retry_after="3")
     response = tenant_a.client.get(f"/v1/files/{file_id}")
     assert_error(response, 429, "rate_limit_error", "rate_limit_exceeded")
     assert response["Retry-After"] == "3"
+    upstream.fail("retrieve", status=429, retry_after=None)
+    response = tenant_a.client.get(f"/v1/files/{file_id}")
+    assert_error(response, 429, "rate_limit_error", "rate_limit_exceeded")
+    assert "Retry-After" not in response
 
 
 def test_a_failed_delete_keeps_the_record_and_the_charge(tenant_a, upstream, settings):
     settings.UPSTREAM_RETRIES = 2
-    file_id = uploaded(tenant_a, b"12345")
+    file_id, size = uploaded(tenant_a, upstream, 5)
     upstream.fail("delete", status=500, times=3)
     assert_error(tenant_a.client.delete(f"/v1/files/{file_id}"), 502, "server_error", "upstream_error")
     assert File.objects.get(public_id=file_id).deleted_at is None
-    assert_usage(tenant_a.org, 5)
+    assert_usage(tenant_a.org, size)
     assert tenant_a.client.delete(f"/v1/files/{file_id}").json()["deleted"] is True
     assert File.objects.get(public_id=file_id).deleted_at is not None
     assert_usage(tenant_a.org, 0)
 
 
 def test_a_file_already_gone_upstream_is_deleted_and_released(tenant_a, upstream):
-    file_id = uploaded(tenant_a, b"12345")
+    file_id, _ = uploaded(tenant_a, upstream, 5)
     upstream.files.pop(file_id).path.unlink()
     response = tenant_a.client.delete(f"/v1/files/{file_id}")
     assert response.json() == {"id": file_id, "object": "file", "deleted": True}
     assert File.objects.get(public_id=file_id).deleted_at is not None
     assert_usage(tenant_a.org, 0)
+
+
+# Refusals of the provider's own limits.
+
+
+def test_an_upload_over_the_providers_size_limit_is_a_413_with_nothing_left(tenant_a, upstream):
+    upstream.max_upload_bytes = 256 * 1024
+    response = send(tenant_a, upstream, payload(upstream, MiB))
+    code = {"anthropic": "file_too_large", "groq": "request_too_large"}.get(upstream.kind, "upstream_error")
+    assert_error(response, 413, "invalid_request_error", code)
+    assert_nothing_recorded(tenant_a, upstream)
+
+
+def test_anthropics_storage_limit_is_a_403_of_its_own_with_nothing_left(tenant_a, fake_anthropic):
+    add_upstream_account(tenant_a, fake_anthropic, name="up")
+    fake_anthropic.storage_limit = 1000
+    response = send(tenant_a, fake_anthropic, os.urandom(2000))
+    assert_error(response, 403, "insufficient_quota", "provider_storage_quota_exceeded")
+    assert "Anthropic account's file storage is full" in response.json()["error"]["message"]
+    assert_nothing_recorded(tenant_a, fake_anthropic)
+    assert list(fake_anthropic.root.iterdir()) == []
+
+
+def test_an_overloaded_anthropic_is_a_503_that_reads_retry_away(tenant_a, fake_anthropic, settings):
+    settings.UPSTREAM_RECHECK_SECONDS = 0
+    add_upstream_account(tenant_a, fake_anthropic, name="up")
+    fake_anthropic.fail("upload", status=529, retry_after="20")
+    response = send(tenant_a, fake_anthropic, b"%PDF hello")
+    assert_error(response, 503, "server_error", "upstream_unavailable")
+    assert response["Retry-After"] == "20"
+    assert_nothing_recorded(tenant_a, fake_anthropic)
+    file_id, _ = uploaded(tenant_a, fake_anthropic, 10)
+    fake_anthropic.fail("retrieve", status=529)
+    assert tenant_a.client.get(f"/v1/files/{file_id}").status_code == 200
+    assert len(fake_anthropic.calls("GET", f"/{file_id}")) == 2

@@ -67,3 +67,19 @@ def test_each_kind_derives_its_field_sets_from_its_declarations() -> None:
     assert cls.secret_fields == {"api_key"}
     assert cls.required_fields == {"api_key"}
     assert {"base_url", "organization", "project", "timeout"} == cls.settings_fields
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "groq"])
+def test_the_translated_kinds_take_a_key_a_base_url_and_a_timeout(kind: str) -> None:
+    cls = registry.provider_class(kind)
+    assert (cls.secret_fields, cls.required_fields, cls.settings_fields) == (
+        {"api_key"},
+        {"api_key"},
+        {"base_url", "timeout"},
+    )
+    settings, secrets = registry.split_config(kind, {"api_key": "k-1", "timeout": "30"})
+    assert (settings, secrets) == ({"timeout": "30"}, {"api_key": "k-1"})
+    for unknown in ("organization", "api_version"):
+        with pytest.raises(InvalidRequest) as raised:
+            registry.split_config(kind, {"api_key": "k", unknown: "x"})
+        assert raised.value.param == unknown

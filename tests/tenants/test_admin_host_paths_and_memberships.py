@@ -135,6 +135,22 @@ def test_org_admin_may_name_a_real_provider_host(org_admin_client: Client, tenan
     assert ProviderAccount.objects.get(name="oai").settings == {"base_url": "https://my-resource.openai.azure.com"}
 
 
+@pytest.mark.parametrize(
+    ("kind", "base_url"), [("anthropic", "https://api.anthropic.com"), ("groq", "https://api.groq.com/openai/v1")]
+)
+def test_org_admin_may_name_anthropics_and_groqs_hosts(
+    org_admin_client: Client, tenant_a: Tenant, kind: str, base_url: str
+) -> None:
+    form = {"organization": tenant_a.org.pk, "name": kind, "kind": kind, f"{kind}__base_url": base_url}
+    form[f"{kind}__api_key"] = "k-test"
+    response = org_admin_client.post("/admin/tenants/provideraccount/add/", form)
+    assert response.status_code == 302
+    assert ProviderAccount.objects.get(name=kind).settings == {"base_url": base_url}
+    evil = {**form, "name": "evil", f"{kind}__base_url": base_url.replace("api.", "api.evil.", 1)}
+    assert org_admin_client.post("/admin/tenants/provideraccount/add/", evil).status_code == 200
+    assert not ProviderAccount.objects.filter(name="evil").exists()
+
+
 def test_org_admin_may_keep_a_host_an_operator_set(org_admin_client: Client, tenant_a: Tenant) -> None:
     account = provider_account_create(
         organization=tenant_a.org,

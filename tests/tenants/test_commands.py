@@ -215,3 +215,15 @@ def test_setup_demo_prints_a_working_key_and_reuses_it(settings: Any) -> None:
     assert client.get("/v1/files").status_code == 200
     assert Organization.objects.get().slug == "demo"
     assert ApiKey.objects.count() == 1
+
+
+@pytest.mark.parametrize(("kind", "base_url"), [("anthropic", "https://api.anthropic.com"), ("groq", None)])
+def test_add_provider_account_takes_the_translated_kinds(acme: Organization, kind: str, base_url: str | None) -> None:
+    extra = ["--set", f"base_url={base_url}"] if base_url else []
+    run("add_provider_account", "acme", kind, "--kind", kind, "--set", "api_key=k-secret", *extra)
+    account = ProviderAccount.objects.get(organization=acme, name=kind)
+    assert (account.kind, account.settings, account.get_secrets()) == (
+        kind,
+        {"base_url": base_url} if base_url else {},
+        {"api_key": "k-secret"},
+    )
