@@ -17,6 +17,7 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from providers import registry
+from tenants import ratelimits
 from tenants.models import ApiKey, Organization, ProviderAccount
 from tenants.services import (
     api_key_cache_clear,
@@ -76,6 +77,7 @@ def data_dir(tmp_path: Path, settings: Any) -> Path:
     registry.clear_cache()
     api_key_cache_clear()
     provider_account_forget()
+    ratelimits.leases.clear()
     return settings.DATA_DIR
 
 
