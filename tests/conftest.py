@@ -7,6 +7,7 @@ an API key; ``client_a`` / ``client_b`` are DRF API clients authenticated with t
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,20 @@ def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
     for item in items:
         if "postgres" in item.keywords:
             item.add_marker(skip)
+
+
+def wait_for_a_fresh_minute(needed: float) -> None:
+    """Sleep into the next minute unless this one has ``needed`` seconds left: a test that counts requests
+    or queries in real time must not straddle two minutes, each of which starts a new rate-limit count
+    (``tenants.ratelimits``: the first request of a minute takes a lease from the database)."""
+    left = ratelimits.seconds_left(time.time())
+    if left < needed:
+        time.sleep(left + 0.05)
+
+
+@pytest.fixture
+def fresh_minute() -> None:
+    wait_for_a_fresh_minute(5)
 
 
 @dataclass

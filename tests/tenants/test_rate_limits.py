@@ -3,7 +3,6 @@ lease at a time, and refused with OpenAI's 429 envelope and an honest Retry-Afte
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
@@ -17,6 +16,7 @@ from tenants.models import ApiKey, Organization, RateLimitCounter
 from tenants.ratelimits import DOWNLOADS, REQUESTS, UPLOADS, LeaseBook, rate_limit, rate_limit_admit
 from tenants.services import api_key_cache_clear, api_key_create, api_key_delete, api_key_revoke
 from tests.conftest import Tenant, make_tenant, upload
+from tests.files_api.test_quota import race
 
 MINUTE = 29_000_000  # a minute since the epoch, for the tests that set the time themselves
 START = MINUTE * 60.0
@@ -262,23 +262,25 @@ def test_requests_of_one_process_arriving_together_share_one_lease(settings: Any
     settings.RATE_LIMIT_LEASE_DIVISOR = 10
     tenant = make_tenant("together")
     book = LeaseBook()
-    barrier = threading.Barrier(12)
-    results: list[bool] = []
-
-    def run() -> None:
-        barrier.wait()
-        try:
-            results.append(take(book, tenant.api_key, limit=1000, now=START))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(12)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert results == [True] * 12
+    assert race(lambda n: take(book, tenant.api_key, limit=1000, now=START), 12) == [True] * 12
     assert granted(tenant.api_key) == 100  # one lease, not one per waiting request
+
+
+@pytest.mark.django_db(transaction=True)
+def test_processes_taking_leases_at_once_hand_out_the_limit_exactly_once(settings: Any) -> None:
+    settings.RATE_LIMIT_LEASE_DIVISOR = 10  # leases of 9
+    tenant = make_tenant("racers")
+
+    def process(n: int) -> int:
+        book, admitted = LeaseBook(), 0
+        while take(book, tenant.api_key, limit=95, now=START):
+            admitted += 1
+        return admitted
+
+    # Each asks until refused, so it uses every request it leased: together exactly the limit.
+    admitted = race(process, 12)
+    assert sum(admitted) == 95
+    assert granted(tenant.api_key) == 95
 
 
 def test_a_count_of_a_later_minute_is_added_to_never_restarted(tenant_a: Tenant) -> None:

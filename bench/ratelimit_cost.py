@@ -1,0 +1,108 @@
+"""What the per-key rate limit costs a request, in-process (no sockets): CPU microseconds.
+
+    .venv/bin/python bench/ratelimit_cost.py                      # SQLite
+    DATABASE_URL=postgres://... .venv/bin/python bench/ratelimit_cost.py
+
+Measures, with ``time.process_time`` (this process's CPU; a PostgreSQL server's own is not included):
+- the check of a request served from the process's lease (``rate_limit_admit``, no query);
+- one lease taken from the database (the conditional UPDATE);
+- what a request pays at the default limits (the check plus its share of a lease);
+- a retrieve through the whole WSGI application with the limits on and off.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+
+from profile_requests import call, configure  # a sibling script: run as bench/ratelimit_cost.py
+
+
+def cpu_per_call(function: Callable[[], object], repeat: int) -> float:
+    """Microseconds of this process's CPU per call."""
+    started = time.process_time()
+    for _ in range(repeat):
+        function()
+    return (time.process_time() - started) / repeat * 1e6
+
+
+def main() -> None:
+    database_url = os.environ.get("DATABASE_URL")
+    configure()
+    if database_url:
+        os.environ["DATABASE_URL"] = database_url
+
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+
+    from django.conf import settings
+    from django.core.wsgi import get_wsgi_application
+    from django.db import connection
+
+    from tenants import ratelimits
+    from tenants.models import ApiKey, Organization
+    from tenants.services import api_key_cache_clear, api_key_create, organization_create, provider_account_create
+
+    Organization.objects.filter(slug="ratelimit-cost").delete()
+    org = organization_create(slug="ratelimit-cost")
+    provider_account_create(organization=org, name="disk", kind="local", config={}, is_default=True)
+    issued = api_key_create(organization=org)
+    api_key = ApiKey.objects.select_related("organization").get(pk=issued.api_key.pk)
+    print(f"database: {connection.vendor}")
+
+    # A limit no run reaches, so that every request below is served from the lease.
+    Organization.objects.filter(pk=org.pk).update(requests_per_minute=10**9, uploads_per_minute=10**9)
+    api_key.organization.refresh_from_db()
+    admit = lambda: ratelimits.rate_limit_admit(api_key=api_key, scopes=(ratelimits.REQUESTS,))  # noqa: E731
+    admit()
+    check = cpu_per_call(admit, 200_000)
+    both = cpu_per_call(lambda: ratelimits.rate_limit_admit(api_key=api_key, scopes=("uploads", "requests")), 200_000)
+
+    window = ratelimits.window_of(time.time())
+    lease = lambda: ratelimits.lease_take(  # noqa: E731
+        api_key_id=api_key.pk, scope="downloads", window=window, limit=10**12, size=1
+    )
+    lease()
+    write = cpu_per_call(lease, 3_000)
+    default_lease = max(1, settings.RATE_LIMIT_REQUESTS_PER_MINUTE // settings.RATE_LIMIT_LEASE_DIVISOR)
+
+    app = get_wsgi_application()
+    headers = {"Authorization": f"Bearer {issued.plaintext}"}
+    boundary = "costboundary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nassistants\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n\r\nhello\r\n'
+        f"--{boundary}--\r\n"
+    ).encode()
+    status, data = call(
+        app, "POST", "/v1/files", headers=headers, body=body, content_type=f"multipart/form-data; boundary={boundary}"
+    )
+    assert status == 200, data
+    path = f"/v1/files/{json.loads(data)['id']}"
+    get = lambda: call(app, "GET", path, headers=headers)  # noqa: E731
+    figures = {}
+    for label, limit in (("on", 10**9), ("off", 0), ("on again", 10**9)):
+        Organization.objects.filter(pk=org.pk).update(requests_per_minute=limit)
+        api_key_cache_clear()
+        for _ in range(200):
+            assert get()[0] == 200
+        figures[label] = cpu_per_call(get, 5_000)
+
+    print(f"check served from the lease: {check:.2f} us (requests scope), {both:.2f} us (upload: two scopes)")
+    print(f"one lease from the database (conditional UPDATE): {write:.0f} us")
+    print(
+        f"at the default limits (lease of {default_lease} requests): {check + write / default_lease:.2f} us per request"
+    )
+    print(
+        "retrieve through WSGI, CPU per request: "
+        + ", ".join(f"limits {label} {value:.0f} us" for label, value in figures.items())
+    )
+
+
+if __name__ == "__main__":
+    main()
