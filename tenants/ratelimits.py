@@ -13,11 +13,13 @@ admits requests from that lease without a query until it is spent. A lease ends 
 
 What that guarantees:
 - A key never makes more than its limit in one clock minute, however many processes and instances
-  serve it (their clocks synchronised, by NTP: a clock s seconds behind spends what is left of its
-  lease of the previous minute for those s seconds, at most one lease per such process).
+  serve it. Two provisos, each worth at most one lease per process: the instances' clocks must agree
+  (NTP; a clock s seconds behind spends what is left of its lease of the previous minute for those s
+  seconds), and a limit lowered within a minute binds new leases, not those already taken.
 - It can be refused early, when requests leased to other processes sit unused there: by at most
   (P - 1) x lease requests in a minute, P being the processes its requests reach. A limit below the
-  divisor has a lease of 1 and is exact.
+  divisor has leases of 1 and is exact (to within the one request per process that a refusal by
+  another scope can give back).
 - The cost: one UPDATE per lease, and per process and minute a key is refused in, at most four
   statements (then its refusals are answered from memory until the minute ends).
 - Fixed minutes, not a sliding window: a key can make its limit at the end of one minute and again
@@ -95,7 +97,9 @@ class Lease:
     is_spent: bool = False  # the database has nothing left to hand out this minute
     # Held while a lease is taken: the process's other requests for the key wait for it instead of
     # each taking a lease of their own (hundreds at once under gevent), which would strand them.
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    # Looked up when a lease is made, not at import: under gevent it must be gevent's lock (a thread
+    # lock held across the query would block every greenlet of the worker).
+    lock: threading.Lock = field(default_factory=lambda: threading.Lock())
 
 
 class LeaseBook:
