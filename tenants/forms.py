@@ -106,11 +106,10 @@ class ApiKeyForm(forms.ModelForm):
             if name not in self.fields:
                 continue
             limit = "" if organization is None else f" ({format_rate(organization_rate_limit(organization, scope))})"
-            self.fields[
-                name
-            ].help_text = (
+            help_text = (
                 f"Empty: the organisation's limit{limit}. Lower values hold this key back; higher ones are refused."
             )
+            self.fields[name].help_text = help_text
 
     def _organization(self) -> Organization | None:
         cleaned = getattr(self, "cleaned_data", {})
