@@ -22,6 +22,7 @@ MethodNotAllowed       405     invalid_request_error    method_not_allowed
 RequestTimeout         408     invalid_request_error    request_timeout
 PayloadTooLarge        413     invalid_request_error    file_too_large
 UpstreamRejected       4xx     invalid_request_error    upstream_error (status kept from upstream)
+RateLimited            429     rate_limit_error         api_key_rate_limit_exceeded
 UpstreamRateLimited    429     rate_limit_error         rate_limit_exceeded
 InternalError          500     server_error             internal_error
 ProviderMisconfigured  500     server_error             provider_account_misconfigured
@@ -34,6 +35,10 @@ UpstreamTimeout        504     server_error             upstream_timeout
 upload that can never fit only multiplies the traffic. Anthropic's Files API used 403 for the same
 condition. ``ProviderStorageFull`` is the provider account's own storage limit (Anthropic's), not the
 organisation's quota: another code, so a client (and an admin reading the audit) can tell which is full.
+
+``RateLimited`` (the gateway's own per-key limit) and ``UpstreamRateLimited`` (the provider's) are
+both 429s, told apart by their code: a client waiting out its own key's minute should not conclude
+that the provider is overloaded. Both carry ``Retry-After``, which the SDKs honour when they retry.
 """
 
 from __future__ import annotations
@@ -177,6 +182,15 @@ class UpstreamRejected(GatewayError):
     def __init__(self, message: str | None = None, *, status_code: int = 400, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.status_code = status_code
+
+
+class RateLimited(GatewayError):
+    """The API key has made its limit of requests (uploads, downloads) this minute: ``tenants.ratelimits``."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    default_code = "api_key_rate_limit_exceeded"
+    default_message = "This API key has reached its rate limit; retry later."
 
 
 class UpstreamRateLimited(GatewayError):

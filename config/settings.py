@@ -215,6 +215,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "config.negotiation.JSONOnlyNegotiation",
     "EXCEPTION_HANDLER": "config.errors.exception_handler",
+    # Per-key rate limits, checked after authentication and before the view.
+    "DEFAULT_THROTTLE_CLASSES": ["tenants.throttling.ApiKeyRateThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
@@ -269,6 +271,15 @@ DEFAULT_BATCH_MAX_SIZE_BYTES = env_int("DEFAULT_BATCH_MAX_SIZE_BYTES", 50 * 1024
 BATCH_LINE_MAX_BYTES = env_int("BATCH_LINE_MAX_BYTES", 8 * 1024**2)
 BATCH_FILE_DEFAULT_TTL_SECONDS = env_int("BATCH_FILE_DEFAULT_TTL_SECONDS", 30 * 24 * 3600)
 QUOTA_RESERVATION_TTL_SECONDS = env_int("QUOTA_RESERVATION_TTL_SECONDS", 6 * 3600)
+# What each API key may make per clock minute (0: no limit), unless its organisation (in admin) says
+# otherwise; a key can have lower limits of its own. Every process and instance shares the count.
+RATE_LIMIT_REQUESTS_PER_MINUTE = env_int("RATE_LIMIT_REQUESTS_PER_MINUTE", 6000)
+RATE_LIMIT_UPLOADS_PER_MINUTE = env_int("RATE_LIMIT_UPLOADS_PER_MINUTE", 1200)
+RATE_LIMIT_DOWNLOADS_PER_MINUTE = env_int("RATE_LIMIT_DOWNLOADS_PER_MINUTE", 1200)
+# A process takes a key's minute from the database limit / this at a time (at least 1 request): one
+# write per lease rather than per request, at the price of refusing a key early by at most
+# (processes - 1) x lease requests a minute (tenants.ratelimits). Limits below it are counted exactly.
+RATE_LIMIT_LEASE_DIVISOR = env_int("RATE_LIMIT_LEASE_DIVISOR", 100)
 # A retrieve of a pass-through file in a final state (processed, error) is answered from the gateway's
 # record for this long after the upstream last confirmed the file; then the upstream is asked again,
 # which also notices a file deleted upstream behind the gateway's back. 0: ask on every retrieve.

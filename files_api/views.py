@@ -26,6 +26,7 @@ from files_api.serializers import (
 )
 from files_api.upload import file_upload
 from tenants.models import ApiKey
+from tenants.ratelimits import DOWNLOADS, UPLOADS
 
 ACCOUNT_HEADER = "HTTP_X_PROVIDER_ACCOUNT"
 # TrueFoundry's gateway names the account in this header: its clients work here unchanged.
@@ -66,7 +67,10 @@ def _errors(*statuses: int) -> dict[int, OpenApiResponse]:
         ),
         404: "No such file (also for other organisations' files).",
         413: "File larger than the organisation's limit.",
-        429: "The provider is rate limiting (Retry-After kept).",
+        429: (
+            "Rate limited, with Retry-After: this API key's limit for the minute is reached (code "
+            "api_key_rate_limit_exceeded), or the provider is rate limiting (code rate_limit_exceeded)."
+        ),
         500: "An unexpected error in the gateway (details are logged, never returned).",
         502: "The provider failed.",
         503: "The provider could not be reached.",
@@ -138,6 +142,8 @@ class FileViewSet(viewsets.ViewSet):
 
     lookup_field = "id"
     lookup_value_regex = r"[^/]{1,128}"
+    # Besides the key's limit on all requests (tenants.throttling).
+    throttle_scopes = {"create": UPLOADS, "content": DOWNLOADS}
 
     def _account_name(self, request: Request) -> str | None:
         """The account named by ``X-Provider-Account`` or its alias ``x-tfy-provider-name``.

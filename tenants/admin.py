@@ -35,6 +35,8 @@ from tenants import crypto
 from tenants.display import format_size, format_time, usage_html
 from tenants.forms import (
     LIMIT_FIELDS,
+    RATE_LIMIT_FIELDS,
+    ApiKeyForm,
     OrganizationForm,
     ProviderAccountForm,
     account_form_class,
@@ -43,6 +45,7 @@ from tenants.forms import (
     kind_label,
 )
 from tenants.models import ApiKey, Membership, Organization, ProviderAccount
+from tenants.ratelimits import SCOPES, format_rate, organization_rate_limit, rate_limit
 from tenants.services import (
     api_key_create,
     api_key_delete,
@@ -212,6 +215,11 @@ class ChoiceFilter(admin.SimpleListFilter):
         return queryset if choice is None else queryset.filter(choice[1])
 
 
+def rate_limits_text(limit_of: Callable[[str], int]) -> str:
+    """ "requests: 6000 per minute; uploads: no limit; downloads: 1200 per minute"."""
+    return "; ".join(f"{scope}: {format_rate(limit_of(scope))}" for scope in SCOPES)
+
+
 def log_unexpected(what: str, exc: BaseException) -> None:
     # Where and what, not the exception's message: it can quote a header or setting it choked on,
     # and provider credentials are never logged.
@@ -280,7 +288,7 @@ class OrganizationAdmin(OrganizationScopedAdmin):
     list_display = ("slug", "name", "usage", "live_files", "reserved", "default_account")
     search_fields = ("slug", "name")
     shown = ("usage", "live_files", "reserved", "default_account", "created")
-    limits_shown = ("storage_quota", "max_file_size", "batch_max_size")
+    limits_shown = ("storage_quota", "max_file_size", "batch_max_size", "rate_limits")
 
     reserved = size_column("reserved_bytes", "Reserved by uploads in flight")
     storage_quota = size_column("storage_quota_bytes", "Storage quota")
@@ -302,14 +310,14 @@ class OrganizationAdmin(OrganizationScopedAdmin):
     def get_fields(self, request: HttpRequest, obj: Organization | None = None) -> tuple[str, ...]:
         shown = self.shown if obj is not None else ()
         if request.user.is_superuser:
-            return ("slug", "name", *LIMIT_FIELDS, *shown)
+            return ("slug", "name", *LIMIT_FIELDS, *RATE_LIMIT_FIELDS, *shown)
         return ("slug", "name", *self.limits_shown, *shown)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Organization | None = None) -> tuple[str, ...]:
         if request.user.is_superuser:
             return self.shown
         # Limits are the operator's contract with the organisation: its admins see them, operators set them.
-        return ("slug", *LIMIT_FIELDS, *self.limits_shown, *self.shown)
+        return ("slug", *LIMIT_FIELDS, *RATE_LIMIT_FIELDS, *self.limits_shown, *self.shown)
 
     def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
         return request.user.is_superuser
@@ -322,6 +330,10 @@ class OrganizationAdmin(OrganizationScopedAdmin):
         for membership in [*formset.new_objects, *(obj for obj, _ in formset.changed_objects)]:
             if isinstance(membership, Membership):
                 org_admin_add(organization=membership.organization, user=membership.user)
+
+    @admin.display(description="Rate limits per key")
+    def rate_limits(self, org: Organization) -> str:
+        return rate_limits_text(lambda scope: organization_rate_limit(org, scope))
 
     @admin.display(description="Usage", ordering="used_bytes")
     def usage(self, org: Organization) -> SafeString:
@@ -376,15 +388,20 @@ class KeyStatusFilter(ChoiceFilter):
 class ApiKeyAdmin(OrganizationScopedAdmin):
     """Keys are issued by ``api_key_create``: the plaintext is shown on one page, once, and only its hash is kept."""
 
+    form = ApiKeyForm
     member_actions = frozenset({"view", "add", "change"})
     list_display = ("key_prefix", "name", "organization", "status", "created", "last_used")
     list_filter = (KeyStatusFilter, ("organization", admin.RelatedOnlyFieldListFilter))
     search_fields = ("prefix", "name")
     list_select_related = ("organization",)
-    shown = ("key_prefix", "status", "created", "last_used")
+    shown = ("key_prefix", "status", "rate_limits", "created", "last_used")
 
     created = time_column("created_at", "Created")
     last_used = time_column("last_used_at", "Last used")
+
+    @admin.display(description="Rate limits in effect")
+    def rate_limits(self, api_key: ApiKey) -> str:
+        return rate_limits_text(lambda scope: rate_limit(api_key, scope))
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         shown_once = "; the key itself is shown once, on the next page" if obj is None else ""
@@ -393,8 +410,8 @@ class ApiKeyAdmin(OrganizationScopedAdmin):
 
     def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
         if obj is None:
-            return ("organization", "name")
-        return ("organization", "name", *self.shown)
+            return ("organization", "name", *RATE_LIMIT_FIELDS)
+        return ("organization", "name", *RATE_LIMIT_FIELDS, *self.shown)
 
     def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
         if obj is None:
@@ -425,7 +442,11 @@ class ApiKeyAdmin(OrganizationScopedAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
-        issued = api_key_create(organization=obj.organization, name=obj.name)
+        issued = api_key_create(
+            organization=obj.organization,
+            name=obj.name,
+            rate_limits={field: form.cleaned_data.get(field) for field in RATE_LIMIT_FIELDS},
+        )
         obj.pk = issued.api_key.pk
         obj.refresh_from_db()
         setattr(obj, _NEW_KEY_ATTR, issued.plaintext)

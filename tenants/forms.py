@@ -24,10 +24,13 @@ from providers import registry
 from providers.base import Provider
 from providers.fields import MAX_JSON_LENGTH, MAX_VALUE_LENGTH, Field
 from tenants.display import SIZE_HELP, format_size_exact, parse_size
-from tenants.models import Organization, ProviderAccount
+from tenants.models import ApiKey, Organization, ProviderAccount
+from tenants.ratelimits import LIMIT_FIELDS as RATE_FIELDS_BY_SCOPE
+from tenants.ratelimits import default_rate_limit, format_rate, organization_rate_limit
 from tenants.services import provider_account_save
 
 LIMIT_FIELDS = ("storage_quota_bytes", "max_file_size_bytes", "batch_max_size_bytes")
+RATE_LIMIT_FIELDS = tuple(RATE_FIELDS_BY_SCOPE.values())
 
 
 class SizeInput(forms.TextInput):
@@ -71,7 +74,62 @@ class OrganizationForm(forms.ModelForm):
 
     class Meta:
         model = Organization
-        fields = ("slug", "name", *LIMIT_FIELDS)
+        fields = ("slug", "name", *LIMIT_FIELDS, *RATE_LIMIT_FIELDS)
+        labels = {name: f"{scope.capitalize()} per minute, per key" for scope, name in RATE_FIELDS_BY_SCOPE.items()}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for scope, name in RATE_FIELDS_BY_SCOPE.items():
+            if name in self.fields:
+                self.fields[name].help_text = (
+                    f"What each API key of the organisation may make; a key can have a lower limit of its own. "
+                    f"Empty: the gateway's default ({format_rate(default_rate_limit(scope))}). 0: no limit."
+                )
+
+
+class ApiKeyForm(forms.ModelForm):
+    """A key's name and its own rate limits, which may only lower its organisation's.
+
+    Org admins may set them for their keys (to hold back one client); only operators change an
+    organisation's limits.
+    """
+
+    class Meta:
+        model = ApiKey
+        fields = ("organization", "name", *RATE_LIMIT_FIELDS)
+        labels = {name: f"{scope.capitalize()} per minute" for scope, name in RATE_FIELDS_BY_SCOPE.items()}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        organization = self._organization()
+        for scope, name in RATE_FIELDS_BY_SCOPE.items():
+            if name not in self.fields:
+                continue
+            limit = "" if organization is None else f" ({format_rate(organization_rate_limit(organization, scope))})"
+            help_text = (
+                f"Empty: the organisation's limit{limit}. Lower values hold this key back; higher ones are refused."
+            )
+            self.fields[name].help_text = help_text
+
+    def _organization(self) -> Organization | None:
+        cleaned = getattr(self, "cleaned_data", {})
+        if cleaned.get("organization") is not None:
+            return cleaned["organization"]
+        return self.instance.organization if self.instance.organization_id is not None else None
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
+        organization = self._organization()
+        if organization is None:
+            return cleaned
+        for scope, name in RATE_FIELDS_BY_SCOPE.items():
+            value = cleaned.get(name)
+            ceiling = organization_rate_limit(organization, scope)
+            if value is not None and ceiling and value > ceiling:
+                limit = format_rate(ceiling)
+                self.add_error(name, f"At most the organisation's limit, {limit}: a key's own limit can only lower it.")
+        return cleaned
 
 
 # Provider accounts

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from django.conf import settings
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 
@@ -36,6 +37,11 @@ class Organization(models.Model):
     # with conditional UPDATEs; never assign them from Python.
     used_bytes = models.BigIntegerField(default=0, editable=False)
     reserved_bytes = models.BigIntegerField(default=0, editable=False)
+    # What each of the organisation's API keys may make per clock minute (tenants.ratelimits).
+    # None: the settings' default (RATE_LIMIT_*_PER_MINUTE); 0: no limit.
+    requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    uploads_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    downloads_per_minute = models.PositiveIntegerField(null=True, blank=True)
     admins: models.ManyToManyField[Any, Any] = models.ManyToManyField(
         settings.AUTH_USER_MODEL, through="Membership", related_name="organizations", blank=True
     )
@@ -80,6 +86,11 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # This key's own rate limits, per clock minute; None: its organisation's. They only ever lower the
+    # organisation's (tenants.ratelimits.rate_limit takes the lower of the two).
+    requests_per_minute = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)])
+    uploads_per_minute = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)])
+    downloads_per_minute = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)])
 
     class Meta:
         ordering = ["-created_at"]
@@ -149,3 +160,23 @@ class QuotaReservation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.bytes} bytes for {self.organization_id}"
+
+
+class RateLimitCounter(models.Model):
+    """How many of one key's requests in one scope the processes have taken for the minute ``window``.
+
+    One row per key and scope, restarted by the first lease of each new minute (``tenants.ratelimits``):
+    the table never holds more than three rows per key, and a key's rows go with it.
+    """
+
+    # Not indexed on its own: the unique constraint's index starts with it.
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="+", db_index=False)
+    scope = models.CharField(max_length=16)
+    window = models.BigIntegerField()  # minutes since the epoch
+    granted = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["api_key", "scope"], name="one_rate_counter_per_key_and_scope")]
+
+    def __str__(self) -> str:
+        return f"{self.granted} {self.scope} of key {self.api_key_id} in minute {self.window}"

@@ -19,6 +19,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -34,6 +35,7 @@ from config.errors import AuthenticationFailed, InvalidRequest, ProviderMisconfi
 from providers import registry
 from providers.base import Provider
 from tenants.models import ApiKey, Membership, Organization, ProviderAccount, QuotaReservation
+from tenants.ratelimits import rate_limit_counters_delete
 
 logger = logging.getLogger("filegate.tenants")
 
@@ -73,8 +75,14 @@ def _hash_key(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode()).hexdigest()
 
 
-def api_key_create(*, organization: Organization, name: str = "") -> IssuedKey:
-    """Create a key for ``organization``. The plaintext is returned once and never stored."""
+def api_key_create(
+    *, organization: Organization, name: str = "", rate_limits: Mapping[str, int | None] | None = None
+) -> IssuedKey:
+    """Create a key for ``organization``. The plaintext is returned once and never stored.
+
+    ``rate_limits`` sets the key's own limits by field (``{"uploads_per_minute": 10}``), validated
+    by the caller (``tenants.forms.ApiKeyForm``); they can only lower the organisation's.
+    """
     for _ in range(5):
         plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
         try:
@@ -84,6 +92,7 @@ def api_key_create(*, organization: Organization, name: str = "") -> IssuedKey:
                     name=name,
                     prefix=plaintext[:PREFIX_LENGTH],
                     key_hash=_hash_key(plaintext),
+                    **(rate_limits or {}),
                 )
         except IntegrityError:  # a prefix collision: astronomically rare, just draw again
             continue
@@ -92,8 +101,12 @@ def api_key_create(*, organization: Organization, name: str = "") -> IssuedKey:
 
 
 def api_key_revoke(*, api_key: ApiKey) -> None:
-    """Revoke the key. This process refuses it at once; other processes within API_KEY_CACHE_SECONDS."""
+    """Revoke the key. This process refuses it at once; other processes within API_KEY_CACHE_SECONDS.
+
+    Its rate-limit counters go too: they count nothing any more.
+    """
     ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    rate_limit_counters_delete(api_key_id=api_key.pk)
     _forget_api_key(api_key.key_hash)
 
 

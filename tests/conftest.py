@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from providers import registry
+from tenants import ratelimits
 from tenants.models import ApiKey, Organization, ProviderAccount
 from tenants.services import (
     api_key_cache_clear,
@@ -61,6 +63,20 @@ def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
             item.add_marker(skip)
 
 
+def wait_for_a_fresh_minute(needed: float) -> None:
+    """Sleep into the next minute unless this one has ``needed`` seconds left: a test that counts requests
+    or queries in real time must not straddle two minutes, each of which starts a new rate-limit count
+    (``tenants.ratelimits``: the first request of a minute takes a lease from the database)."""
+    left = ratelimits.seconds_left(time.time())
+    if left < needed:
+        time.sleep(left + 0.05)
+
+
+@pytest.fixture
+def fresh_minute() -> None:
+    wait_for_a_fresh_minute(5)
+
+
 @dataclass
 class Tenant:
     org: Organization
@@ -78,6 +94,7 @@ def data_dir(tmp_path: Path, settings: Any) -> Path:
     registry.clear_cache()
     api_key_cache_clear()
     provider_account_forget()
+    ratelimits.leases.clear()
     return settings.DATA_DIR
 
 

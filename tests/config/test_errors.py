@@ -41,6 +41,7 @@ TABLE = [
     ("RequestTimeout", errors.RequestTimeout(), 408, "invalid_request_error", "request_timeout"),
     ("PayloadTooLarge", errors.PayloadTooLarge(), 413, "invalid_request_error", "file_too_large"),
     ("UpstreamRejected", errors.UpstreamRejected(status_code=422), 422, "invalid_request_error", "upstream_error"),
+    ("RateLimited", errors.RateLimited(), 429, "rate_limit_error", "api_key_rate_limit_exceeded"),
     ("UpstreamRateLimited", errors.UpstreamRateLimited(), 429, "rate_limit_error", "rate_limit_exceeded"),
     ("InternalError", errors.InternalError(), 500, "server_error", "internal_error"),
     (

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from tenants.models import ApiKey
 from tests.conftest import Tenant, upload
+
+# The first request of a minute takes a rate-limit lease (one more query): no test may straddle two.
+pytestmark = pytest.mark.usefixtures("fresh_minute")
 
 
 def _uploaded(tenant: Tenant, count: int = 1) -> list[str]:

@@ -434,7 +434,12 @@ def test_key_change_page_shows_metadata_but_never_the_hash(admin_client: Client,
     assert tenant_a.api_key.prefix in html
     assert tenant_a.api_key.key_hash not in html
     assert tenant_a.key not in html
-    assert set(page.context["adminform"].form.fields) == {"name"}
+    assert set(page.context["adminform"].form.fields) == {
+        "name",
+        "requests_per_minute",
+        "uploads_per_minute",
+        "downloads_per_minute",
+    }
     assert "Key prefix" in html
     assert " UTC" in html  # created, with its zone
 
