@@ -174,7 +174,7 @@ class OrganizationScopedAdmin(admin.ModelAdmin):
             related = db_field.related_model
             if related is Organization:
                 kwargs["queryset"] = Organization.objects.filter(pk__in=member_org_ids(request))
-            elif any(field.name == "organization" for field in related._meta.get_fields()):
+            elif hasattr(related, "organization"):  # the model belongs to an organisation (a foreign key)
                 kwargs["queryset"] = related.objects.filter(organization__in=member_org_ids(request))
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
