@@ -278,8 +278,9 @@ def _record(
             checked_at=None if remote.storage_key else now,
             is_downloadable=remote.downloadable,
         )
-        quota_commit(reservation=reservation, actual_bytes=nbytes)
         audit.succeed(file_id=file.public_id, nbytes=nbytes)
+        # Last: it updates the organisation's row, which stays locked until the commit.
+        quota_commit(reservation=reservation, actual_bytes=nbytes)
     return file
 
 
