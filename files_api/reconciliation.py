@@ -349,13 +349,17 @@ def _compare(
     key: Callable[[File], Any],
 ) -> None:
     verdicts = _Verdicts(checking)
-    for record, is_listed in _merge(records, listed, key):
-        checking.run.summary.records += 1
-        checking.run.summary.missing += record.missing_since is not None
-        if is_listed or _still_there(provider, record):
-            verdicts.found(record)
-        else:
-            verdicts.gone(record)
+    try:
+        for record, is_listed in _merge(records, listed, key):
+            checking.run.summary.records += 1
+            checking.run.summary.missing += record.missing_since is not None
+            if is_listed or _still_there(provider, record):
+                verdicts.found(record)
+            else:
+                verdicts.gone(record)
+    except GatewayError:
+        verdicts.abandon()
+        raise
     verdicts.finish()
 
 
@@ -404,6 +408,7 @@ class _Verdicts:
     finds none of its files, and forgetting them all would release their quota and lose the records
     of files that still exist. Until then up to BATCH_SIZE gone records wait; further ones are left
     for the next run. If none is found, nothing is forgotten and the account is reported as an error.
+    Gone records younger than RECONCILE_GRACE_SECONDS are reported and left, and count for nothing.
     """
 
     def __init__(self, checking: _Account) -> None:
@@ -422,13 +427,22 @@ class _Verdicts:
             self.waiting.clear()
 
     def gone(self, record: File) -> None:
+        run = self.checking.run
+        if not run.is_settled(record.created_at):
+            _gone(self.checking, record, left=YOUNG if run.fix else "")  # perhaps not listed yet (Azure)
+            return
         self.gone_count += 1
-        if not self.checking.run.fix or self.has_found:
+        if not run.fix or self.has_found:
             _gone(self.checking, record)
         elif len(self.waiting) < BATCH_SIZE:
             self.waiting.append(record)
         else:
             _gone(self.checking, record, left="left for the next run: none of the account's files found yet")
+
+    def abandon(self) -> None:
+        """The account's check failed midway: the records waiting are reported, and left."""
+        for record in self.waiting:
+            _gone(self.checking, record, left="left: the check of the account failed")
 
     def finish(self) -> None:
         if self.has_found or not self.gone_count:
@@ -448,9 +462,7 @@ def _gone(checking: _Account, record: File, *, left: str = "") -> None:
         detail += f"; marked missing since {record.missing_since.isoformat(timespec='seconds')}"
     action, is_fixed = left, False
     if checking.run.fix and not left:
-        if not checking.run.is_settled(record.created_at):
-            action = YOUNG
-        elif file_forget_gone(record, checking.account, detail="reconcile_files: confirmed gone at the provider."):
+        if file_forget_gone(record, checking.account, detail="reconcile_files: confirmed gone at the provider."):
             action, is_fixed = f"forgotten, {record.bytes} bytes released", True
         else:
             action = "nothing to do: deleted meanwhile by another request"

@@ -317,6 +317,27 @@ def test_an_unreachable_account_is_an_error_and_the_others_are_still_checked(ten
     assert result.summary["accounts"] == 2
 
 
+def test_a_provider_failing_while_a_record_is_checked_is_an_error_and_forgets_nothing(
+    fake_openai: FakeFilesServer, tenant_a: Tenant, settings: Any
+) -> None:
+    settings.RECONCILE_GRACE_SECONDS = 0
+    behind = upstream_behind(tenant_a, fake_openai)
+    behind.upload(b"kept\n")
+    gone = behind.upload(b"gone\n")
+    behind.remove(gone)
+    fake_openai.fail("retrieve", status=500, times=10)
+
+    result = reconcile("--fix")
+
+    assert result.returncode == 1
+    assert [(f["account"], f["detail"]) for f in result.findings if f["category"] == "error"] == [
+        ("openai", "The OpenAI provider failed (HTTP 500).")
+    ]
+    assert not File.objects.get(pk=gone.pk).is_deleted
+    fake_openai.faults.clear()
+    assert reconcile("--fix").actions()[gone.public_id] == f"forgotten, {gone.bytes} bytes released"
+
+
 def test_org_and_account_filters_choose_what_is_checked(tenant_a: Tenant, tenant_b: Tenant, settings: Any) -> None:
     settings.RECONCILE_GRACE_SECONDS = 0
     gone: dict[str, File] = {}

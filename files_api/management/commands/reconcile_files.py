@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections import Counter
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
@@ -72,5 +73,5 @@ class Command(BaseCommand):
             self.stdout.write("Nothing was changed: run with --fix to repair what is safe.")
 
 
-def _counts(counter: Any) -> str:
+def _counts(counter: Counter[str]) -> str:
     return ", ".join(f"{counter[category]} {category}" for category in CATEGORIES if counter[category])
