@@ -28,7 +28,7 @@ from providers.base import ObjectStoreProvider, mint_file_id
 from providers.local import FolderStore
 from tenants.models import Organization, ProviderAccount, QuotaReservation
 from tenants.services import provider_account_create, provider_for
-from tests.conftest import Tenant, upload
+from tests.conftest import Tenant, batch_line, upload
 from tests.object_stores import free_port
 from tests.upstream_server import FakeServer
 from tests.upstreams import FakeFilesServer, add_upstream_account
@@ -50,7 +50,14 @@ class Behind:
     deletes_orphans: bool  # storage kinds delete orphaned objects; upstream orphans are only reported
 
     def upload(self, content: bytes) -> File:
-        response = upload(self.tenant.client, content, account=self.account.name)
+        """Upload through the gateway: ``content`` as a text file or, to a kind that keeps batch files
+        only (Groq), as the ``custom_id`` of a batch line."""
+        purposes = provider_for(self.account).purposes
+        if purposes is None or "assistants" in purposes:
+            response = upload(self.tenant.client, content, account=self.account.name)
+        else:
+            line = batch_line(content.decode().replace("\n", " "))
+            response = upload(self.tenant.client, line, filename="b.jsonl", purpose="batch", account=self.account.name)
         assert response.status_code == 200, response.content
         return File.objects.get(public_id=response.json()["id"])
 

@@ -20,7 +20,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--org", metavar="SLUG", help="only this organisation")
-        parser.add_argument("--account", metavar="NAME", help="only the provider accounts with this name")
+        parser.add_argument(
+            "--account",
+            metavar="NAME",
+            help="only the provider accounts with this name (and their organisations' usage)",
+        )
         parser.add_argument(
             "--fix",
             action="store_true",
