@@ -288,6 +288,9 @@ UPSTREAM_RECHECK_SECONDS = env_int("UPSTREAM_RECHECK_SECONDS", 60)
 # only when the upstream still says so this long after the first time is the record forgotten and its
 # bytes released (one 404 may be transient: Azure's just-uploaded files, a mistyped base_url).
 MISSING_FILE_CONFIRM_SECONDS = env_int("MISSING_FILE_CONFIRM_SECONDS", 3600)
+# `reconcile_files --fix` leaves records, upstream files and stored objects younger than this alone
+# (it reports them): an upload may still be between storing its bytes and recording them.
+RECONCILE_GRACE_SECONDS = env_int("RECONCILE_GRACE_SECONDS", QUOTA_RESERVATION_TTL_SECONDS)
 # A client that sends nothing of its request body (or reads nothing of a download) for this long is
 # cut off: the upload is abandoned and its quota reservation released (config.middleware).
 CLIENT_IDLE_TIMEOUT_SECONDS = env_int("CLIENT_IDLE_TIMEOUT_SECONDS", 30)

@@ -192,11 +192,17 @@ def _note_missing(file: File, account: ProviderAccount) -> None:
         return
     confirm_after = timedelta(seconds=settings.MISSING_FILE_CONFIRM_SECONDS)
     if file.missing_since is not None and now - file.missing_since >= confirm_after:
-        with transaction.atomic():
-            if file_forget(file):
-                _audit_system_event(
-                    file, account, AuditEvent.Action.GONE, detail="Confirmed gone at the provider; bytes released."
-                )
+        file_forget_gone(file, account, detail="Confirmed gone at the provider; bytes released.")
+
+
+def file_forget_gone(file: File, account: ProviderAccount, *, detail: str) -> bool:
+    """Forget a record whose file is confirmed gone at the provider, releasing its bytes, with a
+    ``file.gone`` event. Returns ``False`` (and does nothing) when another request forgot it first."""
+    with transaction.atomic():
+        if not file_forget(file):
+            return False
+        _audit_system_event(file, account, AuditEvent.Action.GONE, detail=detail)
+    return True
 
 
 def _audit_system_event(file: File, account: ProviderAccount, action: str, *, detail: str) -> None:

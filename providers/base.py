@@ -7,6 +7,7 @@ lets an SDK, HTTP or OS exception escape: everything becomes a ``config.errors.G
 
 from __future__ import annotations
 
+import re
 import secrets
 import string
 import time
@@ -31,11 +32,17 @@ DELETE = "delete"
 ALL_OPERATIONS = frozenset({UPLOAD, LIST, RETRIEVE, CONTENT, DELETE})
 
 _ID_ALPHABET = string.ascii_letters + string.digits
+_MINTED_ID = re.compile(r"file-[A-Za-z0-9]{24}")
 
 
 def mint_file_id() -> str:
     """An opaque id for files the gateway stores itself: ``file-`` and 24 random characters."""
     return "file-" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(24))
+
+
+def is_minted_file_id(value: str) -> bool:
+    """Whether ``value`` has the shape of an id ``mint_file_id`` makes."""
+    return _MINTED_ID.fullmatch(value) is not None
 
 
 class UploadStream(Protocol):
@@ -88,6 +95,7 @@ class StoredObject:
 
     key: str
     size: int
+    modified_at: float | None = None  # unix seconds of its last write, where the store says
 
 
 class Store(Protocol):
@@ -124,7 +132,8 @@ class Store(Protocol):
         ...
 
     def iter_objects(self, prefix: str) -> Iterator[StoredObject]:
-        """Every object whose key starts with ``prefix``, paging through large buckets."""
+        """Every object whose key starts with ``prefix``, in key order (by code point), paging through
+        large buckets. Reconciliation walks records alongside in the same order."""
         ...
 
     def check(self) -> None:
@@ -292,6 +301,10 @@ class ObjectStoreProvider(Provider):
 
     def check(self) -> None:
         self.store.check()
+
+    def stores(self) -> list[Store]:
+        """Every store this account's files may be in (reconciliation lists each of them)."""
+        return [self.store]
 
 
 def iter_chunks(stream: UploadStream | Iterable[bytes]) -> Iterator[bytes]:

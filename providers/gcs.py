@@ -212,13 +212,17 @@ class GCSStore:
             self.bucket_handle,
             prefix=self.prefix + checked_prefix(prefix),
             page_size=LIST_PAGE_SIZE,
-            fields="items(name,size),nextPageToken",
+            fields="items(name,size,updated),nextPageToken",
             timeout=self.timeout,
             retry=self.retry,
         )
         try:
             for blob in blobs:
-                yield StoredObject(key=blob.name[len(self.prefix) :], size=int(blob.size or 0))
+                yield StoredObject(
+                    key=blob.name[len(self.prefix) :],
+                    size=int(blob.size or 0),
+                    modified_at=blob.updated.timestamp() if blob.updated else None,
+                )
         except GOOGLE_ERRORS as exc:
             raise _gateway_error(exc, "list") from exc
 

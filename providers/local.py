@@ -131,14 +131,15 @@ class FolderStore:
         return True
 
     def iter_objects(self, prefix: str) -> Iterator[StoredObject]:
-        """See ``Store.iter_objects``: files (not links) whose key starts with ``prefix``, folder by folder."""
+        """See ``Store.iter_objects``: files (not links) whose key starts with ``prefix``, in key order."""
         folder = checked_prefix(prefix).rpartition("/")[0]
         start = self.storage.path(self._name(folder) if folder else "")
         yield from self._walk(start, folder, prefix)
 
     def _walk(self, path: str, folder: str, prefix: str) -> Iterator[StoredObject]:
         try:
-            entries = sorted(os.scandir(path), key=lambda entry: entry.name)
+            # A folder sorts as its name and a slash, where its files' keys sort: keys come out in order.
+            entries = sorted(os.scandir(path), key=lambda entry: entry.name + "/" * entry.is_dir(follow_symlinks=False))
         except (FileNotFoundError, NotADirectoryError):
             return
         except OSError as exc:
@@ -146,7 +147,8 @@ class FolderStore:
         for entry in entries:
             key = f"{folder}/{entry.name}" if folder else entry.name
             if entry.is_file(follow_symlinks=False) and key.startswith(prefix):
-                yield StoredObject(key=key, size=entry.stat(follow_symlinks=False).st_size)
+                stat = entry.stat(follow_symlinks=False)
+                yield StoredObject(key=key, size=stat.st_size, modified_at=stat.st_mtime)
             elif entry.is_dir(follow_symlinks=False) and (key + "/").startswith(prefix[: len(key) + 1]):
                 yield from self._walk(entry.path, key, prefix)
 

@@ -244,7 +244,11 @@ class S3Store:
         try:
             for page in pages:
                 for item in page.get("Contents", ()):
-                    yield StoredObject(key=item["Key"][len(self.prefix) :], size=item["Size"])
+                    yield StoredObject(
+                        key=item["Key"][len(self.prefix) :],
+                        size=item["Size"],
+                        modified_at=item["LastModified"].timestamp(),
+                    )
         except (BotoCoreError, ClientError) as exc:
             raise _gateway_error(exc, "list") from exc
 

@@ -28,7 +28,8 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
+from django.db.models import F, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from config.errors import AuthenticationFailed, InvalidRequest, ProviderMisconfigured, QuotaExceeded
@@ -482,8 +483,8 @@ def quota_commit(*, reservation: QuotaReservation, actual_bytes: int) -> None:
         )
 
 
-def quota_release(*, reservation: QuotaReservation) -> None:
-    """Give a hold back (idempotent: a hold is released at most once)."""
+def quota_release(*, reservation: QuotaReservation) -> bool:
+    """Give a hold back (idempotent: a hold is released at most once). Returns whether this call released it."""
     with transaction.atomic():
         _commit_without_waiting_for_disk()
         deleted, _ = QuotaReservation.objects.filter(pk=reservation.pk).delete()
@@ -491,6 +492,7 @@ def quota_release(*, reservation: QuotaReservation) -> None:
             Organization.objects.filter(pk=reservation.organization_id).update(
                 reserved_bytes=F("reserved_bytes") - reservation.bytes
             )
+    return bool(deleted)
 
 
 def quota_free(*, organization_id: int, nbytes: int) -> None:
@@ -498,15 +500,79 @@ def quota_free(*, organization_id: int, nbytes: int) -> None:
     Organization.objects.filter(pk=organization_id).update(used_bytes=F("used_bytes") - nbytes)
 
 
-def quota_reclaim_stale(*, organization_id: int | None = None) -> int:
-    """Release holds older than QUOTA_RESERVATION_TTL_SECONDS (their workers died, or their uploads
-    outlived the timeout: ``quota_commit`` then charges them afresh). Returns how many."""
+@dataclass(frozen=True)
+class Usage:
+    """An organisation's quota counters next to what they should add up to."""
+
+    used_bytes: int
+    reserved_bytes: int
+    live_bytes: int  # the bytes of its live files
+    held_bytes: int  # the bytes its open reservations hold
+
+    @property
+    def has_drift(self) -> bool:
+        return (self.used_bytes, self.reserved_bytes) != (self.live_bytes, self.held_bytes)
+
+
+def quota_usage(*, organization_id: int, live_bytes: QuerySet[Any]) -> Usage:
+    """The counters and what they should be, read in one statement, so from one snapshot.
+
+    ``live_bytes`` is a query of one row and one column: the sum of the organisation's live files'
+    bytes (``files_api`` builds it; this app knows no files). Every change to the counters lands in
+    the transaction that changes the files or reservations they count, so within one snapshot any
+    difference is drift, never an upload or a delete caught half-way.
+    """
+    held = (
+        QuotaReservation.objects.filter(organization_id=organization_id)
+        .order_by()
+        .values("organization")
+        .annotate(total=Sum("bytes"))
+        .values("total")
+    )
+    row = (
+        Organization.objects.filter(pk=organization_id)
+        .annotate(live=Coalesce(Subquery(live_bytes), 0), held=Coalesce(Subquery(held), 0))
+        .values_list("used_bytes", "reserved_bytes", "live", "held")
+        .get()
+    )
+    return Usage(*row)
+
+
+def quota_recount(*, organization_id: int, live_bytes: QuerySet[Any]) -> Usage:
+    """Set the counters to what the live files and open reservations add up to; return them as found.
+
+    Under the organisation's row lock, so it cannot race an upload or a delete. Every change to the
+    counters is an UPDATE of that row, in the same transaction as the file or reservation it counts.
+    On PostgreSQL a transaction that got there first holds the lock until it commits, and the sums
+    are read after (read committed: each statement sees what committed before it), so they include
+    it; one that comes later waits for the lock and applies its own delta to the recounted values,
+    while its uncommitted row is not in the sums. On SQLite every transaction takes the one write
+    lock when it begins (``transaction_mode`` IMMEDIATE), which serialises them the same way.
+    """
+    with transaction.atomic():
+        Organization.objects.select_for_update().filter(pk=organization_id).values_list("pk").get()
+        usage = quota_usage(organization_id=organization_id, live_bytes=live_bytes)
+        if usage.has_drift:
+            Organization.objects.filter(pk=organization_id).update(
+                used_bytes=usage.live_bytes, reserved_bytes=usage.held_bytes
+            )
+    return usage
+
+
+def quota_stale_reservations(*, organization_id: int | None = None) -> QuerySet[QuotaReservation]:
+    """Holds older than QUOTA_RESERVATION_TTL_SECONDS (of one organisation, or all): their workers died,
+    or their uploads outlived the timeout."""
     cutoff = timezone.now() - timedelta(seconds=settings.QUOTA_RESERVATION_TTL_SECONDS)
     stale = QuotaReservation.objects.filter(created_at__lt=cutoff)
     if organization_id is not None:
         stale = stale.filter(organization_id=organization_id)
-    count = 0
-    for reservation in stale:
+    return stale.order_by("pk")
+
+
+def quota_reclaim_stale(*, organization_id: int | None = None) -> int:
+    """Release holds older than QUOTA_RESERVATION_TTL_SECONDS (their workers died, or their uploads
+    outlived the timeout: ``quota_commit`` then charges them afresh). Returns how many."""
+    return sum(
         quota_release(reservation=reservation)
-        count += 1
-    return count
+        for reservation in quota_stale_reservations(organization_id=organization_id)
+    )

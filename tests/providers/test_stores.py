@@ -9,6 +9,7 @@ is in ``test_s3_store.py``, ``test_gcs_store.py`` and ``test_local_store.py``.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,6 +197,19 @@ def test_iter_objects_lists_keys_under_a_prefix_relative_to_the_store(under_test
     assert sorted(item.key for item in store.iter_objects("org-a")) == ["org-a/f1", "org-a/f2", "org-ab/f3"]
     assert sorted(item.key for item in store.iter_objects("")) == ["org-a/f1", "org-a/f2", "org-ab/f3", "org-b/f4"]
     assert list(store.iter_objects("org-c/")) == []
+
+
+def test_iter_objects_lists_in_key_order_with_the_time_of_each_write(under_test: StoreUnderTest) -> None:
+    store = under_test.store
+    before = time.time()
+    # A folder-like name ("org-a/b/...") sorts where its keys do: after "org-a/b-c", before "org-a/bz".
+    for key in ["org-a/bz", "org-a/b/inner", "org-a/B", "org-a/b-c", "org-a/a"]:
+        store.save(key, iter([b"x"]), content_type="text/plain")
+    listed = list(store.iter_objects("org-a/"))
+    assert [item.key for item in listed] == ["org-a/B", "org-a/a", "org-a/b-c", "org-a/b/inner", "org-a/bz"]
+    for item in listed:
+        assert item.modified_at is not None
+        assert before - 2 <= item.modified_at <= time.time() + 2  # the stores' clocks round to the second
 
 
 def test_a_200_mib_save_and_read_stay_in_bounded_memory(under_test: StoreUnderTest) -> None:
