@@ -66,7 +66,12 @@ class FileUploadSerializer(UploadFieldsSerializer):
 
 
 class FileListQuerySerializer(serializers.Serializer):
-    purpose = serializers.CharField(required=False, default=None, help_text="Only files with this purpose.")
+    purpose = serializers.CharField(
+        required=False,
+        default=None,
+        error_messages={"blank": "Invalid value for 'purpose': must not be empty."},
+        help_text="Only files with this purpose.",
+    )
     limit = serializers.IntegerField(
         required=False,
         default=10000,
@@ -85,7 +90,11 @@ class FileListQuerySerializer(serializers.Serializer):
         error_messages={"invalid_choice": "Invalid value for 'order': expected 'asc' or 'desc'."},
     )
     after = serializers.CharField(
-        required=False, default=None, max_length=128, help_text="A file id: list the files after it."
+        required=False,
+        default=None,
+        max_length=128,
+        error_messages={"blank": "Invalid value for 'after': must not be empty."},
+        help_text="A file id: list the files after it.",
     )
 
 

@@ -161,7 +161,9 @@ class FileViewSet(viewsets.ViewSet):
         return names.pop() if names else None
 
     def list(self, request: Request) -> Response:
-        query = FileListQuerySerializer(data=request.query_params)
+        # A plain dict, not the QueryDict: DRF takes an empty form value (`?purpose=`) for "not given"
+        # and would answer it with the whole list; an empty value is invalid like any other.
+        query = FileListQuerySerializer(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
         page = services.file_list(
             organization=_api_key(request).organization,
