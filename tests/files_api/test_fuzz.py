@@ -151,3 +151,13 @@ def test_every_operation_survives_fuzzing(gateway: Gateway, tenant_a: Tenant, fa
         for action in EXERCISED:
             assert done[(action, account)] > 0, (action, account, done)
     assert_books_balance(tenant_a, fake_openai)
+
+
+def test_a_request_line_too_long_for_gunicorn_is_its_documented_414(gateway: Gateway, tenant_a: Tenant) -> None:
+    # The fuzz found it with 3,000 examples: an `after` of ~1,000 unicode characters, percent-encoded.
+    schema = httpx.get(f"{gateway.url}/v1/openapi.json").json()
+    documented = schema["paths"]["/v1/files"]["get"]["responses"]["414"]["content"]
+    headers = {"Authorization": f"Bearer {tenant_a.key}"}
+    response = httpx.get(f"{gateway.url}/v1/files", params={"after": "é" * 1000}, headers=headers)
+    assert response.status_code == 414
+    assert response.headers["Content-Type"].partition(";")[0] in documented
