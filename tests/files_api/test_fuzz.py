@@ -5,11 +5,14 @@ the schemathesis CLI with ``schemathesis.toml`` against its ``/v1/openapi.json``
 every operation the schema lists: boundary and type-violating values (coverage phase), random valid
 and invalid requests (fuzzing), and chains along the links it infers from the schema (upload, then
 list, retrieve, download and delete that file: stateful). Every answer must pass the checks: no 5xx;
-status code, content type and body as documented; the key enforced; no use of a deleted file. The
-organisation has a ``local`` default account and one on the fake OpenAI server.
+status code, content type and body as documented; the key enforced; no use of a deleted file.
 
-Afterwards the books must still be right: the bytes charged are the live files', nothing is held,
-and every live record has its stored object or upstream file, and nothing else is stored.
+The organisation has two accounts, ``disk`` (kind ``local``) and ``openai`` (pass-through to the
+fake OpenAI server), and the run is made twice, once with each as the default: requests that name
+no account (and the chains that follow them) then exercise that kind. Afterwards uploads, downloads
+and deletes must have succeeded on the default account, and the books must still be right: the
+bytes charged are the live files', nothing is held, every live record has its stored object or
+upstream file, and nothing else is stored.
 
 A fixed seed makes every run send the same requests. ``FUZZ_EXAMPLES`` and ``FUZZ_SEED`` widen a
 local run (see the README).
@@ -35,6 +38,7 @@ from django.db import connection
 
 from files_api.models import AuditEvent, File
 from tenants.models import Organization
+from tenants.services import provider_account_save
 from tests.conftest import Tenant
 from tests.upstreams import FakeFilesServer, add_upstream_account
 
@@ -42,7 +46,7 @@ pytestmark = pytest.mark.django_db(transaction=True)  # the server process must 
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "100"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "50"))
 SEED = int(os.environ.get("FUZZ_SEED", "13"))
 PHASES = ("coverage", "fuzzing", "stateful")  # the fourth, "examples", has none to run in the schema
 EXERCISED = (AuditEvent.Action.CREATE, AuditEvent.Action.CONTENT, AuditEvent.Action.DELETE)
@@ -78,6 +82,9 @@ def gateway(tmp_path: Path) -> Iterator[Gateway]:
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "DATABASE_URL": database_url(),
         "DATA_DIR": str(settings.DATA_DIR),
+        # Far above what a run sends, yet counted: a 429 at a clock minute's end would make the
+        # outcome depend on the machine's speed.
+        **{f"RATE_LIMIT_{scope}_PER_MINUTE": "1000000" for scope in ("REQUESTS", "UPLOADS", "DOWNLOADS")},
     }
     with listener, open(served.log, "wb") as log:
         process = subprocess.Popen(
@@ -135,8 +142,14 @@ def assert_books_balance(tenant: Tenant, upstream: FakeFilesServer) -> None:
     assert set(upstream.files) == set(live.filter(provider_account__kind="openai").values_list("public_id", flat=True))
 
 
-def test_every_operation_survives_fuzzing(gateway: Gateway, tenant_a: Tenant, fake_openai: FakeFilesServer) -> None:
-    add_upstream_account(tenant_a, fake_openai)
+@pytest.mark.parametrize("default", ["disk", "openai"])
+def test_every_operation_survives_fuzzing(
+    default: str, gateway: Gateway, tenant_a: Tenant, fake_openai: FakeFilesServer
+) -> None:
+    openai = add_upstream_account(tenant_a, fake_openai)
+    if default == "openai":
+        openai.is_default = True
+        provider_account_save(openai)
     report_path = gateway.log.with_name("schemathesis.json")
     result = run_schemathesis(gateway.url, tenant_a.key, report_path)
     print(result.stdout)  # the run's summary, shown with -rP or -s
@@ -147,9 +160,8 @@ def test_every_operation_survives_fuzzing(gateway: Gateway, tenant_a: Tenant, fa
     assert report["operations"]["tested"] == report["operations"]["total"] >= 5
     assert {phase: report["phases"][phase]["status"] for phase in PHASES} == dict.fromkeys(PHASES, "success")
     done = successes(tenant_a)
-    for account in ("disk", "openai"):
-        for action in EXERCISED:
-            assert done[(action, account)] > 0, (action, account, done)
+    for action in EXERCISED:
+        assert done[(action, default)] > 0, (action, done)
     assert_books_balance(tenant_a, fake_openai)
 
 
