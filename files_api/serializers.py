@@ -35,7 +35,7 @@ class UploadFieldsSerializer(serializers.Serializer):
             error_messages={
                 "invalid_choice": "Invalid value for 'expires_after[anchor]': only 'created_at' is supported."
             },
-            help_text="The time the expiry counts from. Only `created_at`.",
+            help_text="The time the expiry counts from. Only `created_at`. Send both expiry fields or neither.",
         )
         fields["expires_after[seconds]"] = serializers.IntegerField(
             min_value=MIN_EXPIRES_SECONDS,
@@ -46,7 +46,9 @@ class UploadFieldsSerializer(serializers.Serializer):
                 "min_value": f"Invalid value for 'expires_after[seconds]': must be at least {MIN_EXPIRES_SECONDS}.",
                 "max_value": f"Invalid value for 'expires_after[seconds]': must be at most {MAX_EXPIRES_SECONDS}.",
             },
-            help_text="Seconds after the anchor when the file expires (3600 to 2592000).",
+            help_text=(
+                "Seconds after the anchor when the file expires (3600 to 2592000). Send both expiry fields or neither."
+            ),
         )
         return fields
 
@@ -66,7 +68,12 @@ class FileUploadSerializer(UploadFieldsSerializer):
 
 
 class FileListQuerySerializer(serializers.Serializer):
-    purpose = serializers.CharField(required=False, default=None, help_text="Only files with this purpose.")
+    purpose = serializers.CharField(
+        required=False,
+        default=None,
+        error_messages={"blank": "Invalid value for 'purpose': must not be empty."},
+        help_text="Only files with this purpose.",
+    )
     limit = serializers.IntegerField(
         required=False,
         default=10000,
@@ -85,7 +92,11 @@ class FileListQuerySerializer(serializers.Serializer):
         error_messages={"invalid_choice": "Invalid value for 'order': expected 'asc' or 'desc'."},
     )
     after = serializers.CharField(
-        required=False, default=None, max_length=128, help_text="A file id: list the files after it."
+        required=False,
+        default=None,
+        max_length=128,
+        error_messages={"blank": "Invalid value for 'after': must not be empty."},
+        help_text="A file id: list the files after it.",
     )
 
 

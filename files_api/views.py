@@ -82,6 +82,15 @@ def _errors(*statuses: int) -> dict[int, OpenApiResponse]:
 
 UPSTREAM = (429, 502, 503, 504)
 FILES_TAG = ["files"]
+# gunicorn refuses a request line over 4094 bytes (its limit_request_line) itself, with an HTML page,
+# before the gateway sees the request; only ids and filters far past their own limits get there.
+URI_TOO_LONG = {
+    (414, "text/html"): OpenApiResponse(
+        OpenApiTypes.STR,
+        description="The URL is longer than the HTTP server takes (gunicorn: 4094 bytes in the request "
+        "line). The server answers itself, with an HTML page, not the JSON envelope.",
+    )
+}
 
 
 # The operation ids are the ones in OpenAI's own spec, so generated clients name their methods alike.
@@ -92,7 +101,7 @@ FILES_TAG = ["files"]
         description="One page of the organisation's files on the provider account, newest first by default.",
         tags=FILES_TAG,
         parameters=[*ACCOUNT_PARAMETERS, FileListQuerySerializer],
-        responses={200: FileListSerializer, **_errors(400, 401, *UPSTREAM)},
+        responses={200: FileListSerializer, **_errors(400, 401, *UPSTREAM), **URI_TOO_LONG},
     ),
     create=extend_schema(
         operation_id="createFile",
@@ -109,7 +118,7 @@ FILES_TAG = ["files"]
         description="The file object. Another organisation's file is a 404.",
         tags=FILES_TAG,
         parameters=[*ACCOUNT_PARAMETERS, FILE_ID],
-        responses={200: FileObjectSerializer, **_errors(400, 401, 404, *UPSTREAM)},
+        responses={200: FileObjectSerializer, **_errors(400, 401, 404, *UPSTREAM), **URI_TOO_LONG},
     ),
     destroy=extend_schema(
         operation_id="deleteFile",
@@ -117,7 +126,7 @@ FILES_TAG = ["files"]
         description="Deletes the file upstream and frees its bytes of the quota.",
         tags=FILES_TAG,
         parameters=[*ACCOUNT_PARAMETERS, FILE_ID],
-        responses={200: FileDeletedSerializer, **_errors(400, 401, 404, *UPSTREAM)},
+        responses={200: FileDeletedSerializer, **_errors(400, 401, 404, *UPSTREAM), **URI_TOO_LONG},
     ),
     content=extend_schema(
         operation_id="downloadFile",
@@ -128,6 +137,7 @@ FILES_TAG = ["files"]
         responses={
             (200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description="The file's bytes."),
             **_errors(400, 401, 404, *UPSTREAM),
+            **URI_TOO_LONG,
         },
     ),
 )
@@ -161,7 +171,9 @@ class FileViewSet(viewsets.ViewSet):
         return names.pop() if names else None
 
     def list(self, request: Request) -> Response:
-        query = FileListQuerySerializer(data=request.query_params)
+        # A plain dict, not the QueryDict: DRF takes an empty form value (`?purpose=`) for "not given"
+        # and would answer it with the whole list; an empty value is invalid like any other.
+        query = FileListQuerySerializer(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
         page = services.file_list(
             organization=_api_key(request).organization,

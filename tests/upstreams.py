@@ -1,7 +1,8 @@
 """Fake OpenAI and Azure OpenAI Files APIs: real HTTP servers on 127.0.0.1, started by the tests.
 
 Every JSON answer is validated with the official ``openai`` SDK's pydantic types before it is sent
-(Azure's file object widens ``status`` to Azure's own states, see ``AzureFileObject``). Uploads are
+(OpenAI's file object widens ``purpose`` by ``evals``, see ``OpenAIFileObject``; Azure's widens
+``status`` to Azure's own states, see ``AzureFileObject``). Uploads are
 parsed while they stream, chunked or not: the file's bytes go to a folder and only their size and
 sha256 stay in memory, so a 256 MiB upload costs the fake one buffer. An upload that does not end
 with its closing boundary and a complete body is discarded, as a real upstream would.
@@ -31,6 +32,24 @@ from providers.http import PassThroughProvider
 from tenants.models import ProviderAccount
 from tenants.services import provider_account_create
 from tests.upstream_server import ApiError, FakeHandler, FakeServer, Fault, ReceivedRequest, StoredFile, serving
+
+
+class OpenAIFileObject(FileObject):
+    """OpenAI's file object with ``evals`` among its purposes: the API takes ``evals`` on upload (the
+    SDK's ``FilePurpose``), and the file keeps the purpose it was uploaded with; the SDK's object type
+    predates that purpose."""
+
+    purpose: Literal[  # type: ignore[assignment]
+        "assistants",
+        "assistants_output",
+        "batch",
+        "batch_output",
+        "fine-tune",
+        "fine-tune-results",
+        "vision",
+        "user_data",
+        "evals",
+    ]
 
 
 class AzureFileObject(FileObject):
@@ -109,7 +128,7 @@ class OpenAIHandler(FakeHandler):
             # Azure: 201 Created with a Location header (learn.microsoft.com .../files/upload).
             location = {"Location": f"{self.fake.url}{self.fake.prefix}/{obj['id']}"}
             return self.answer(201, obj, self.fake.file_model(), headers=location)
-        return self.answer(200, obj, FileObject)
+        return self.answer(200, obj, self.fake.file_model())
 
     def list_files(self, request: ReceivedRequest) -> None:
         query = request.query
@@ -191,7 +210,7 @@ class FakeFilesServer(FakeServer):
         return {**openai_file(file_id, size, created, filename, purpose), "status": status, **extra}
 
     def file_model(self) -> type[FileObject]:
-        return AzureFileObject if self.flavor == "azure" else FileObject
+        return AzureFileObject if self.flavor == "azure" else OpenAIFileObject
 
 
 # Fixtures.

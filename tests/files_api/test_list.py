@@ -162,6 +162,12 @@ def test_it_leaves_expired_files_out(client_a: Any) -> None:
         ("limit=many", "limit", "Invalid value for 'limit': expected an integer."),
         ("order=newest", "order", "Invalid value for 'order': expected 'asc' or 'desc'."),
         ("after=" + "x" * 129, "after", "Ensure this field has no more than 128 characters."),
+        # Empty values are not "not given" (found by the fuzz test).
+        ("purpose=", "purpose", "Invalid value for 'purpose': must not be empty."),
+        ("purpose=%20", "purpose", "Invalid value for 'purpose': must not be empty."),
+        ("after=", "after", "Invalid value for 'after': must not be empty."),
+        ("limit=", "limit", "Invalid value for 'limit': expected an integer."),
+        ("order=", "order", "Invalid value for 'order': expected 'asc' or 'desc'."),
     ],
 )
 def test_it_refuses_invalid_query_parameters(client_a: Any, query: str, param: str, message: str) -> None:
