@@ -170,7 +170,9 @@ def _file_stream(
         if "purpose" not in form.fields:
             spool = cleanup.enter_context(_spool(part, limit, on_end=form.check_complete))
             chunks, on_end = iter(lambda: spool.read(CHUNK_SIZE), b""), None
-        fields = validate_fields(form.fields if on_end is not None else form.read_remaining_fields())
+        fields = validate_fields(
+            _pending_pair_removed(form.fields) if on_end is not None else form.read_remaining_fields()
+        )
         _check_purpose(provider, fields.purpose)
         purpose_limit = purpose_size_limit(organization, fields.purpose, filename)
         if form.content_length > purpose_limit.max_bytes + FORM_OVERHEAD_BYTES:
@@ -198,14 +200,25 @@ def _file_stream(
         )
 
 
+EXPIRY_FIELDS = frozenset({"expires_after[anchor]", "expires_after[seconds]"})
+
+
+def _pending_pair_removed(fields: dict[str, str]) -> dict[str, str]:
+    """The fields sent before the file, less half an expiry pair: its other half may follow the file
+    (``_late_fields`` then checks the pair whole)."""
+    if len(EXPIRY_FIELDS & fields.keys()) == 1:
+        return {name: value for name, value in fields.items() if name not in EXPIRY_FIELDS}
+    return fields
+
+
 def _late_fields(form: MultipartForm, options: UploadOptions, *, spooled: bool) -> UploadOptions:
     """Fields sent after the file (an expiry sent last) still count; the gateway enforces expiry itself."""
     if spooled:
         return options  # the spooled path read every field before the upload
-    late = form.read_remaining_fields()
-    if not late.keys() - {"purpose"}:
+    every_field = form.read_remaining_fields()  # those before the file too
+    if not every_field.keys() & EXPIRY_FIELDS:
         return options
-    fields = validate_fields({**late, "purpose": options.purpose})
+    fields = validate_fields({**every_field, "purpose": options.purpose})
     if fields.expires_after_seconds is None:
         return options
     return dataclasses.replace(options, expires_after_seconds=fields.expires_after_seconds)

@@ -533,3 +533,28 @@ def test_a_spooled_file_is_refused_once_it_crosses_the_file_size_limit(tenant_a:
     assert raw.bytes_read < 4 * MIB  # refused as the limit was crossed, not after spooling it all
     tenant_a.org.refresh_from_db()
     assert (tenant_a.org.used_bytes, tenant_a.org.reserved_bytes) == (0, 0)
+
+
+def test_an_expiry_pair_split_around_the_file_is_honoured(tenant_a: Tenant) -> None:
+    body = multipart_body(
+        ("purpose", "assistants", None),
+        ("expires_after[anchor]", "created_at", None),
+        ("file", b"split expiry", "split.txt"),
+        ("expires_after[seconds]", "7200", None),
+    )
+    response = post_raw(tenant_a.client, body)
+    assert response.status_code == 200, response.json()
+    created = response.json()
+    assert created["expires_at"] - created["created_at"] == 7200
+
+
+def test_half_an_expiry_pair_is_refused_and_leaves_nothing(tenant_a: Tenant) -> None:
+    body = multipart_body(
+        ("purpose", "assistants", None),
+        ("expires_after[anchor]", "created_at", None),
+        ("file", b"half an expiry", "half.txt"),
+    )
+    response = post_raw(tenant_a.client, body)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "expires_after[seconds]"
+    assert_upload_left_nothing(tenant_a)
