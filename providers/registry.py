@@ -23,6 +23,8 @@ PROVIDERS: dict[str, str] = {
     "local": "providers.local.LocalProvider",
     "openai": "providers.openai.OpenAIProvider",
     "azure_openai": "providers.azure.AzureOpenAIProvider",
+    "bedrock": "providers.bedrock.BedrockProvider",
+    "vertex": "providers.vertex.VertexProvider",
 }
 
 _classes: dict[str, type[Provider]] = {}
