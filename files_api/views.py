@@ -14,6 +14,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from config.errors import InvalidRequest
 from files_api import services
 from files_api.serializers import (
     ErrorSerializer,
@@ -24,6 +25,7 @@ from files_api.serializers import (
     FileUploadSerializer,
 )
 from files_api.upload import file_upload
+from providers.base import BUCKET_HEADER, MODEL_HEADER, MODEL_HEADER_ALIAS, REGION_HEADER, UploadHints
 from tenants.models import ApiKey
 
 ACCOUNT_HEADER = "HTTP_X_PROVIDER_ACCOUNT"
@@ -38,6 +40,34 @@ ACCOUNT_PARAMETER = OpenApiParameter(
         "default account. Calls by id use the account the file was uploaded to."
     ),
 )
+UPLOAD_PARAMETERS = [
+    OpenApiParameter(
+        name=MODEL_HEADER,
+        type=str,
+        location=OpenApiParameter.HEADER,
+        required=False,
+        description=(
+            "Bedrock and Vertex accounts: the model for batch lines without body.model "
+            f"(alias {MODEL_HEADER_ALIAS}). Other kinds ignore it."
+        ),
+    ),
+    OpenApiParameter(
+        name=BUCKET_HEADER,
+        type=str,
+        location=OpenApiParameter.HEADER,
+        required=False,
+        description="Vertex accounts: store the file in this bucket, one the account allows.",
+    ),
+    OpenApiParameter(
+        name=REGION_HEADER,
+        type=str,
+        location=OpenApiParameter.HEADER,
+        required=False,
+        description="Vertex accounts: the region the file is for; it must be the account's location.",
+    ),
+]
+# A header value the gateway accepts: printable ASCII without spaces (model ids, bucket and region names).
+MAX_HEADER_VALUE_LENGTH = 256
 FILE_ID = OpenApiParameter(name="id", type=str, location=OpenApiParameter.PATH, description="The file id.")
 
 
@@ -77,7 +107,7 @@ FILES_TAG = ["files"]
         summary="Upload a file",
         description="A multipart upload, streamed to the provider account while it arrives.",
         tags=FILES_TAG,
-        parameters=[ACCOUNT_PARAMETER],
+        parameters=[ACCOUNT_PARAMETER, *UPLOAD_PARAMETERS],
         request={"multipart/form-data": FileUploadSerializer},
         responses={200: FileObjectSerializer, **_errors(400, 401, 403, 413, *UPSTREAM)},
     ),
@@ -143,6 +173,7 @@ class FileViewSet(viewsets.ViewSet):
             content_type=request.content_type,
             content_length=_content_length(request),
             content_encoding=request.META.get("HTTP_CONTENT_ENCODING", ""),
+            hints=_upload_hints(request),
         )
         return Response(FileObjectSerializer(remote).data)
 
@@ -171,6 +202,30 @@ class FileViewSet(viewsets.ViewSet):
 def _api_key(request: Request) -> ApiKey:
     # HasApiKey guarantees request.auth is an ApiKey before any action runs.
     return cast(ApiKey, request.auth)
+
+
+def _upload_hints(request: Request) -> UploadHints:
+    """The upload's optional headers, checked for shape: printable ASCII without spaces, at most 256
+    characters. Raises ``InvalidRequest`` naming the header (also when the model header and its
+    alias disagree)."""
+    model = _header(request, MODEL_HEADER)
+    alias = _header(request, MODEL_HEADER_ALIAS)
+    if model and alias and model != alias:
+        raise InvalidRequest(f"{MODEL_HEADER} and {MODEL_HEADER_ALIAS} name different models.", param=MODEL_HEADER)
+    return UploadHints(
+        model=model or alias, region=_header(request, REGION_HEADER), bucket=_header(request, BUCKET_HEADER)
+    )
+
+
+def _header(request: Request, name: str) -> str:
+    value = request.headers.get(name, "").strip()
+    is_plain = value.isascii() and value.isprintable() and " " not in value
+    if len(value) > MAX_HEADER_VALUE_LENGTH or not is_plain:
+        raise InvalidRequest(
+            f"The {name} header must be printable ASCII without spaces, at most {MAX_HEADER_VALUE_LENGTH} characters.",
+            param=name,
+        )
+    return value
 
 
 def _content_length(request: Request) -> int | None:
