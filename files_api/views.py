@@ -40,31 +40,22 @@ ACCOUNT_PARAMETER = OpenApiParameter(
         "default account. Calls by id use the account the file was uploaded to."
     ),
 )
+
+
+def _optional_header(name: str, description: str) -> OpenApiParameter:
+    return OpenApiParameter(
+        name=name, type=str, location=OpenApiParameter.HEADER, required=False, description=description
+    )
+
+
 UPLOAD_PARAMETERS = [
-    OpenApiParameter(
-        name=MODEL_HEADER,
-        type=str,
-        location=OpenApiParameter.HEADER,
-        required=False,
-        description=(
-            "Bedrock and Vertex accounts: the model for batch lines without body.model "
-            f"(alias {MODEL_HEADER_ALIAS}). Other kinds ignore it."
-        ),
+    _optional_header(
+        MODEL_HEADER,
+        "Bedrock and Vertex accounts: the model for batch lines without body.model "
+        f"(alias {MODEL_HEADER_ALIAS}). Other kinds ignore it.",
     ),
-    OpenApiParameter(
-        name=BUCKET_HEADER,
-        type=str,
-        location=OpenApiParameter.HEADER,
-        required=False,
-        description="Vertex accounts: store the file in this bucket, one the account allows.",
-    ),
-    OpenApiParameter(
-        name=REGION_HEADER,
-        type=str,
-        location=OpenApiParameter.HEADER,
-        required=False,
-        description="Vertex accounts: the region the file is for; it must be the account's location.",
-    ),
+    _optional_header(BUCKET_HEADER, "Vertex accounts: store the file in this bucket, one the account allows."),
+    _optional_header(REGION_HEADER, "Vertex accounts: the region the file is for; it must be the account's location."),
 ]
 # A header value the gateway accepts: printable ASCII without spaces (model ids, bucket and region names).
 MAX_HEADER_VALUE_LENGTH = 256

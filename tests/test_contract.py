@@ -1,8 +1,9 @@
 """One contract for every provider kind: the official ``openai`` SDK against a live gateway.
 
 Each test runs once per kind. The pass-through kinds talk to the fake upstreams of
-``tests/upstreams.py`` (real HTTP on 127.0.0.1); ``local`` stores in the test's data folder. A new
-kind joins by adding a branch to the ``contract`` fixture.
+``tests/upstreams.py`` (real HTTP on 127.0.0.1); ``local`` stores in the test's data folder,
+``bedrock`` in a bucket of moto's S3 server and ``vertex`` in one of the GCS emulator, both looked
+at from outside (``tests/storage_kinds.py``). A new kind joins by adding a branch to ``account_on``.
 """
 
 from __future__ import annotations
@@ -20,9 +21,19 @@ from openai.types import FileDeleted, FileObject
 
 from tenants.models import Organization
 from tests.conftest import Tenant, batch_line
+from tests.storage_kinds import (
+    BEDROCK_MODEL,
+    VERTEX_MODEL,
+    BucketView,
+    add_bedrock_account,
+    add_vertex_account,
+    gcs_view,
+    s3_view,
+)
 from tests.upstreams import FakeFilesServer, add_upstream_account
 
-KINDS = ["local", "openai", "azure_openai"]
+KINDS = ["local", "openai", "azure_openai", "bedrock", "vertex"]
+BATCH_MODELS = {"bedrock": BEDROCK_MODEL, "vertex": VERTEX_MODEL}  # the rest take any model
 MISSING_ID = "file-doesnotexist000000000"
 
 
@@ -33,13 +44,28 @@ class Contract:
     tenant: Tenant
     sdk: OpenAI
     upstream: FakeFilesServer | None  # None: the gateway stores the bytes itself
+    bucket: BucketView | None = None  # bedrock and vertex: the account's bucket, seen from outside
 
     def stored_count(self) -> int:
-        """How many files the provider holds (upstream, or on disk for stored kinds)."""
+        """How many files the provider holds (upstream, in the bucket, or on disk for ``local``)."""
         if self.upstream is not None:
             return len(self.upstream.files)
+        if self.bucket is not None:
+            assert self.bucket.unfinished() == []  # no multipart upload left open either
+            return len(self.bucket.names())
         root = settings.DATA_DIR / "files"
         return sum(1 for path in root.rglob("*") if path.is_file()) if root.exists() else 0
+
+    def stored_bytes(self, created: FileObject) -> bytes:
+        """The bytes the gateway stored for ``created``, read behind its back (storage-backed kinds)."""
+        if self.bucket is not None:
+            return self.bucket.object_at((created.model_extra or {})["storage_uri"])
+        return (settings.DATA_DIR / "files" / self.tenant.org.slug / created.id).read_bytes()
+
+    def batch_line(self, custom_id: str) -> bytes:
+        """An OpenAI batch line this kind accepts (Bedrock and Vertex rewrite it for their model)."""
+        model = BATCH_MODELS.get(self.kind, "gpt-4o-mini")
+        return batch_line(custom_id, body={"model": model, "messages": [{"role": "user", "content": "hi"}]})
 
     def used_bytes(self) -> int:
         org = Organization.objects.get(pk=self.tenant.org.pk)
@@ -58,18 +84,30 @@ def sdk_for(live_server, tenant: Tenant, account: str) -> OpenAI:
     )
 
 
-def account_on(kind: str, request: pytest.FixtureRequest, tenant: Tenant) -> tuple[str, FakeFilesServer | None]:
+def account_on(
+    kind: str, request: pytest.FixtureRequest, tenant: Tenant
+) -> tuple[str, FakeFilesServer | None, BucketView | None]:
+    """An account of ``kind`` for ``tenant``: its name, and the fake upstream or the bucket behind it."""
     if kind == "local":
-        return tenant.account.name, None
+        return tenant.account.name, None, None
+    if kind == "bedrock":
+        bucket = request.getfixturevalue("s3_bucket")
+        account = add_bedrock_account(tenant, request.getfixturevalue("moto_s3"), bucket)
+        return account.name, None, s3_view(request.getfixturevalue("s3_admin"), bucket)
+    if kind == "vertex":
+        account = add_vertex_account(
+            tenant, request.getfixturevalue("gcs_front").url, request.getfixturevalue("gcs_bucket")
+        )
+        return account.name, None, gcs_view(request.getfixturevalue("gcs_admin_bucket"))
     server = request.getfixturevalue({"openai": "fake_openai", "azure_openai": "fake_azure"}[kind])
-    return add_upstream_account(tenant, server).name, server
+    return add_upstream_account(tenant, server).name, server, None
 
 
 @pytest.fixture(params=KINDS)
 def contract(request: pytest.FixtureRequest, live_server, tenant_a: Tenant) -> Iterator[Contract]:
-    account, upstream = account_on(request.param, request, tenant_a)
+    account, upstream, bucket = account_on(request.param, request, tenant_a)
     sdk = sdk_for(live_server, tenant_a, account)
-    yield Contract(kind=request.param, account=account, tenant=tenant_a, sdk=sdk, upstream=upstream)
+    yield Contract(kind=request.param, account=account, tenant=tenant_a, sdk=sdk, upstream=upstream, bucket=bucket)
     sdk.close()
 
 
@@ -108,6 +146,8 @@ def test_it_uploads_and_retrieves(contract):
         [received] = contract.upstream.uploads
         assert received.sha256 == hashlib.sha256(content).hexdigest()
         assert contract.upstream.content_of(created.id) == content
+    else:
+        assert contract.stored_bytes(created) == content
 
 
 def test_it_honours_expires_after(contract):
@@ -119,7 +159,7 @@ def test_it_honours_expires_after(contract):
 
 def test_it_lists_with_paging(contract):
     ids = [create(contract, f"file {n}".encode(), filename=f"{n}.txt").id for n in range(3)]
-    batch = create(contract, batch_line("only"), filename="b.jsonl", purpose="batch").id
+    batch = create(contract, contract.batch_line("only"), filename="b.jsonl", purpose="batch").id
     first = contract.sdk.files.list(limit=2, purpose="assistants")
     assert [f.id for f in first.data] == [ids[2], ids[1]] and first.has_more
     assert [f.id for f in contract.sdk.files.list(limit=2, purpose="assistants")] == ids[::-1]  # auto-paging
@@ -159,7 +199,7 @@ def test_unknown_ids_are_not_found(contract):
 
 def test_another_organizations_file_is_not_found(contract, request, live_server, tenant_b):
     file_id = create(contract, b"private").id
-    account, _ = account_on(contract.kind, request, tenant_b)  # the same upstream, for pass-through kinds
+    account, _, _ = account_on(contract.kind, request, tenant_b)  # the same upstream, for pass-through kinds
     with sdk_for(live_server, tenant_b, account) as other:
         for call in (other.files.retrieve, other.files.content, other.files.delete):
             with pytest.raises(openai.NotFoundError):
@@ -169,7 +209,7 @@ def test_another_organizations_file_is_not_found(contract, request, live_server,
 
 
 def test_a_rejected_upload_leaves_nothing_behind(contract):
-    lines = b"".join(batch_line(f"req-{n}") for n in range(20_000)) + b"not json\n"
+    lines = b"".join(contract.batch_line(f"req-{n}") for n in range(20_000)) + b"not json\n"
     with pytest.raises(openai.BadRequestError) as raised:
         create(contract, lines, filename="batch.jsonl", purpose="batch")
     assert raised.value.code == "invalid_batch_file"
