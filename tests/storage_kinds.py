@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from google.cloud import storage
 
+from providers.s3 import S3Store
 from tenants.models import ProviderAccount
-from tenants.services import provider_account_create
+from tenants.services import provider_account_create, provider_for
 from tests.object_stores import REGION, GCSFront, MotoS3
 
 if TYPE_CHECKING:  # tests.conftest registers this module as a plugin: importing it here would be circular
@@ -102,6 +103,22 @@ class StorageKind:
     @property
     def name(self) -> str:
         return self.account.name
+
+
+def parts_counter(request: pytest.FixtureRequest, kind: StorageKind) -> Callable[[], int]:
+    """How many S3 parts (``UploadPart``) or GCS resumable chunks the kind's store sends from now on.
+
+    Vertex accounts must go through ``GCSFront`` (the ``vertex`` fixture), which sees the chunks;
+    for Bedrock the account's own S3 client (the provider instance the gateway reuses) is watched.
+    """
+    if kind.kind == "vertex":
+        front = request.getfixturevalue("gcs_front")
+        return lambda: len(front.requests("PUT", "/upload/storage/v1/b/"))
+    sent: list[str] = []
+    store = provider_for(kind.account).store
+    assert isinstance(store, S3Store)
+    store.client.meta.events.register("provide-client-params.s3.UploadPart", lambda **_: sent.append("part"))
+    return lambda: len(sent)
 
 
 # A TCP relay that cuts answers.

@@ -10,7 +10,6 @@ the official SDK's round trip of a batch file in ``tests/files_api/test_storage_
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -26,11 +25,17 @@ from providers.batch_vertex import VertexRewriter, decode_custom_id
 from providers.vertex import VertexProvider
 from tenants.forms import account_form_class
 from tenants.models import Organization
-from tenants.services import provider_for
 from tests.conftest import Tenant
 from tests.object_stores import MotoS3, ServerProcess, gcs_admin
 from tests.providers.batch_files import MIB, image, openai_line, user
-from tests.storage_kinds import PREFIX, StorageKind, add_bedrock_account, add_vertex_account, gcs_view
+from tests.storage_kinds import (
+    PREFIX,
+    StorageKind,
+    add_bedrock_account,
+    add_vertex_account,
+    gcs_view,
+    parts_counter,
+)
 
 REWRITERS: dict[str, type[BedrockRewriter | VertexRewriter]] = {"bedrock": BedrockRewriter, "vertex": VertexRewriter}
 NOVA = "us.amazon.nova-lite-v1:0"
@@ -277,18 +282,6 @@ def test_a_refused_line_near_the_end_of_a_large_file_leaves_no_object(
     assert_refused(response, 400, "file", f"line {count + 1}: 'method' must be \"POST\"")
     assert parts_sent() >= 1
     assert_nothing_left(tenant_a, storage_kind)
-
-
-def parts_counter(request: pytest.FixtureRequest, kind: StorageKind) -> Callable[[], int]:
-    """How many S3 parts (``UploadPart``) or GCS resumable chunks the kind's store has sent from now on."""
-    if kind.kind == "vertex":
-        front = request.getfixturevalue("gcs_front")
-        return lambda: len(front.requests("PUT", "/upload/storage/v1/b/"))
-    sent: list[str] = []
-    provider_for(kind.account).store.client.meta.events.register(
-        "provide-client-params.s3.UploadPart", lambda **_: sent.append("part")
-    )
-    return lambda: len(sent)
 
 
 # The stored size against the quota and the size limit.
