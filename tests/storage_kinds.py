@@ -168,8 +168,11 @@ class CuttingProxy:
             while data := source.recv(64 * 1024):
                 if is_answer and (room := self._room(len(data))) is not None:
                     sink.sendall(data[:room])
-                    for end in (sink, source):  # SO_LINGER 0: close with a reset, not a clean end
+                    for end in (sink, source):
+                        # SO_LINGER 0: a reset, not a clean end. The shutdown wakes the other
+                        # direction's thread, blocked in recv, which would keep the socket open.
                         end.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                        end.shutdown(socket.SHUT_RDWR)
                         end.close()
                     return
                 sink.sendall(data)
