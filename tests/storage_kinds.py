@@ -3,7 +3,7 @@
 ``add_bedrock_account`` / ``add_vertex_account`` make an account on moto's S3 server / the GCS
 emulator (through ``GCSFront`` unless told otherwise); ``BucketView`` sees a bucket behind the
 gateway's back (object names, bytes, unfinished multipart uploads); ``CuttingProxy`` is a TCP relay
-that resets a connection once an answer has passed a number of bytes (a download cut midway).
+that closes a connection once an answer has passed a number of bytes (a download cut midway).
 Registered as a pytest plugin by ``tests/conftest.py``; the fixtures are at the bottom.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import struct
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -127,7 +126,7 @@ def parts_counter(request: pytest.FixtureRequest, kind: StorageKind) -> Callable
 @dataclass
 class CuttingProxy:
     """A TCP relay on 127.0.0.1 to a server's port. ``cut_answers_after(n)``: from then on, the
-    connection whose answer bytes (counted over all connections) pass ``n`` is reset (RST)."""
+    connection whose answer bytes (counted over all connections) pass ``n`` is closed there."""
 
     target_port: int
     cut_after: int | None = None
@@ -168,17 +167,14 @@ class CuttingProxy:
             while data := source.recv(64 * 1024):
                 if is_answer and (room := self._room(len(data))) is not None:
                     sink.sendall(data[:room])
-                    for end in (sink, source):
-                        # SO_LINGER 0: a reset, not a clean end. The shutdown wakes the other
-                        # direction's thread, blocked in recv, which would keep the socket open.
-                        end.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                        end.shutdown(socket.SHUT_RDWR)
-                        end.close()
-                    return
+                    break
                 sink.sendall(data)
+        # Both ways closed: the client sees the answer end early. (A reset would make the client's
+        # kernel drop what it had received but not yet read, so it could not show what came first.)
         for end in (source, sink):
             with contextlib.suppress(OSError):
                 end.shutdown(socket.SHUT_RDWR)
+            end.close()
 
     def _room(self, size: int) -> int | None:
         """How much of an answer piece of ``size`` bytes goes through before the cut, or None: all of it."""

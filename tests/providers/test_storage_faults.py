@@ -145,7 +145,7 @@ def test_a_store_failure_midway_through_an_upload_leaves_nothing(
 
 
 def cut_download(request: pytest.FixtureRequest, kind: StorageKind, tenant: Tenant) -> tuple[str, Any]:
-    """An account of ``kind`` and a way to make its store fail the next download after 1 MiB."""
+    """An account of ``kind`` and a way to make its store fail the next download after some megabytes."""
     if kind.kind == "vertex":
         front: GCSFront = request.getfixturevalue("gcs_front")
         # The second 8 MiB range fails: the first megabytes have reached the client by then.
@@ -157,7 +157,7 @@ def cut_download(request: pytest.FixtureRequest, kind: StorageKind, tenant: Tena
     account = add_bedrock_account(
         tenant, moto, request.getfixturevalue("s3_bucket"), name="cut", endpoint_url=proxy.url
     )
-    return account.name, lambda: proxy.cut_answers_after(MIB)
+    return account.name, lambda: proxy.cut_answers_after(3 * MIB)
 
 
 def test_a_store_failure_midway_through_a_download_ends_the_stream_with_an_error(
