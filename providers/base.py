@@ -242,7 +242,8 @@ class Provider:
         """The bytes the provider is to store for the bytes that arrive (default: the same bytes).
 
         The upload path applies it between the checks of the bytes as they arrive and those of the
-        bytes as they are stored (size limit, quota, checksum), and hands its output to ``upload``.
+        bytes as they are stored (size limit, checksum, and the quota once the file is recorded),
+        and hands its output to ``upload``.
         Kinds that rewrite batch files do it here, one line at a time. Raises ``InvalidRequest``
         for what cannot be rewritten.
         """
