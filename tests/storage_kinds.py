@@ -38,6 +38,7 @@ class BucketView:
 
     names: Callable[[], list[str]]
     read: Callable[[str], bytes]
+    remove: Callable[[str], Any]
     unfinished: Callable[[], list[str]] = list  # multipart uploads still open (S3); GCS keeps none visible
 
     def object_at(self, storage_uri: str) -> bytes:
@@ -49,6 +50,7 @@ def s3_view(admin: Any, bucket: str) -> BucketView:
     return BucketView(
         names=lambda: sorted(item["Key"] for item in admin.list_objects_v2(Bucket=bucket).get("Contents", ())),
         read=lambda name: bytes(admin.get_object(Bucket=bucket, Key=name)["Body"].read()),
+        remove=lambda name: admin.delete_object(Bucket=bucket, Key=name),
         unfinished=lambda: [upload["Key"] for upload in admin.list_multipart_uploads(Bucket=bucket).get("Uploads", ())],
     )
 
@@ -57,6 +59,7 @@ def gcs_view(bucket: storage.Bucket) -> BucketView:
     return BucketView(
         names=lambda: sorted(blob.name for blob in bucket.list_blobs()),
         read=lambda name: bucket.blob(name).download_as_bytes(),
+        remove=lambda name: bucket.blob(name).delete(),
     )
 
 

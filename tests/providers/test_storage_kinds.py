@@ -284,6 +284,20 @@ def test_a_refused_line_near_the_end_of_a_large_file_leaves_no_object(
     assert_nothing_left(tenant_a, storage_kind)
 
 
+def test_a_file_whose_object_is_already_gone_is_deleted_and_released_once(
+    tenant_a: Tenant, storage_kind: StorageKind
+) -> None:
+    response = post(tenant_a, storage_kind.name, b"abc", purpose="user_data")
+    file_id = response.json()["id"]
+    storage_kind.bucket.remove(storage_kind.bucket.names()[0])  # removed behind the gateway's back
+    assert_refused(tenant_a.client.get(f"/v1/files/{file_id}/content"), 404, "id")
+    assert tenant_a.client.delete(f"/v1/files/{file_id}").json() == {"id": file_id, "object": "file", "deleted": True}
+    assert_refused(tenant_a.client.delete(f"/v1/files/{file_id}"), 404, "id")
+    assert File.objects.get(public_id=file_id).deleted_at is not None
+    org = Organization.objects.get(pk=tenant_a.org.pk)
+    assert (org.used_bytes, org.reserved_bytes) == (0, 0)
+
+
 # The stored size against the quota and the size limit.
 
 
