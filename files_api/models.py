@@ -31,6 +31,8 @@ class File(models.Model):
     bytes = models.BigIntegerField()
     status = models.CharField(max_length=32, default="processed")
     status_details = models.TextField(blank=True, default="")
+    # Of the bytes the provider stores (or was sent), which are what a download returns: for a batch
+    # file rewritten for Bedrock or Vertex, of the rewritten bytes, not of the file the client sent.
     sha256 = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(db_index=True)
     expires_at = models.DateTimeField(null=True, blank=True, db_index=True)

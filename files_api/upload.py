@@ -2,8 +2,9 @@
 
 ``file_upload`` follows one sequence: resolve the account, check the size limit against
 Content-Length, reserve quota for what the request may carry, read the form up to the file, stream
-the file to the provider (limits, checksum and batch-line checks applied per chunk), record the file
-and settle the reservation to its real size. Any failure after the reservation releases it and
+the file to the provider (limits and batch-line checks applied per chunk as it arrives, the
+provider's rewriting of batch files, then limits and checksum again on what is stored), record the
+file and settle the reservation to its stored size. Any failure after the reservation releases it and
 removes an upstream object no record will point at. No database transaction is open while bytes
 move: the reservation and the record are short transactions of their own.
 """
@@ -11,12 +12,13 @@ move: the reservation and the record are short transactions of their own.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -35,7 +37,7 @@ from files_api.multipart import FilePart, MultipartForm
 from files_api.selectors import file_as_remote
 from files_api.serializers import UploadFieldsSerializer
 from files_api.validation import clean_filename
-from providers.base import CHUNK_SIZE, UPLOAD, Provider, RemoteFile, UploadOptions
+from providers.base import CHUNK_SIZE, UPLOAD, Provider, RemoteFile, UploadHints, UploadOptions
 from providers.batch import BatchLineValidator
 from tenants.models import ApiKey, Organization, ProviderAccount, QuotaReservation
 from tenants.services import provider_account_resolve, provider_for, quota_commit, quota_release, quota_reserve
@@ -77,10 +79,13 @@ def file_upload(
     content_type: str,
     content_length: int | None,
     content_encoding: str = "",
+    hints: UploadHints = UploadHints(),  # noqa: B008 - frozen, so one shared default is safe
 ) -> RemoteFile:
     """Stream the multipart ``body``'s file to the named (or default) account's provider and record it.
 
     The body is read lazily (``MultipartForm``), so the file reaches the provider while it arrives.
+    ``hints`` are the upload's optional headers, which the provider may refuse before anything is read.
+    The file is recorded and charged at its stored size (after any rewriting), within the quota.
 
     Raises ``InvalidRequest`` (also for a compressed body: any ``content_encoding`` but identity),
     ``PayloadTooLarge``, ``QuotaExceeded``, ``UnsupportedOperation`` and the provider's ``Upstream*``
@@ -93,6 +98,7 @@ def file_upload(
         audit.account = account
         provider = provider_for(account)
         provider.require(UPLOAD)
+        provider.check_hints(hints)
         form = MultipartForm(
             body, content_type=content_type, content_length=content_length, content_encoding=content_encoding
         )
@@ -105,7 +111,7 @@ def file_upload(
         release_connection()  # no database work until the bytes have moved
         remote: RemoteFile | None = None
         try:
-            with _file_stream(provider, organization, form, limit) as (stream, options):
+            with _file_stream(provider, organization, form, limit, hints) as (stream, options):
                 remote = provider.upload(stream, options)
                 stream.drain()
             options = _late_fields(form, options, spooled=stream.on_end is None)
@@ -152,12 +158,14 @@ def validate_fields(fields: dict[str, str]) -> UploadFields:
 
 @contextmanager
 def _file_stream(
-    provider: Provider, organization: Organization, form: MultipartForm, limit: SizeLimit
+    provider: Provider, organization: Organization, form: MultipartForm, limit: SizeLimit, hints: UploadHints
 ) -> Iterator[tuple[FileStream, UploadOptions]]:
     """Read the form up to its file and give the file's checked stream and the upload's options.
 
     A file whose purpose comes after it is spooled first (bounded by ``limit``) and streamed from
-    the spool, which is removed when the block ends.
+    the spool, which is removed when the block ends. The provider decides whether the gateway checks
+    batch lines against OpenAI's rules (``needs_openai_batch_lines``) and how the bytes are
+    rewritten on their way (``transform``).
     """
     part = form.read_until_file()
     if part is None:
@@ -177,27 +185,27 @@ def _file_stream(
         purpose_limit = purpose_size_limit(organization, fields.purpose, filename)
         if form.content_length > purpose_limit.max_bytes + FORM_OVERHEAD_BYTES:
             raise PayloadTooLarge(purpose_limit.message, param="file")
+        options = UploadOptions(
+            filename=filename,
+            purpose=fields.purpose,
+            namespace=organization.slug,
+            content_type=part.content_type,
+            expires_after_seconds=_expiry(fields),
+            size_hint=min(form.content_length, purpose_limit.max_bytes),
+            hints=hints,
+        )
         stream = FileStream(
             chunks,
             max_bytes=purpose_limit.max_bytes,
             too_large_message=purpose_limit.message,
             validator=BatchLineValidator(max_line_bytes=settings.BATCH_LINE_MAX_BYTES)
-            if fields.purpose == "batch"
+            if provider.needs_openai_batch_lines(options)
             else None,
+            transform=functools.partial(provider.transform, options=options),
             on_end=on_end,
         )
         stream.ensure_not_empty()
-        yield (
-            stream,
-            UploadOptions(
-                filename=filename,
-                purpose=fields.purpose,
-                namespace=organization.slug,
-                content_type=part.content_type,
-                expires_after_seconds=_expiry(fields),
-                size_hint=min(form.content_length, purpose_limit.max_bytes),
-            ),
-        )
+        yield stream, options
 
 
 EXPIRY_FIELDS = frozenset({"expires_after[anchor]", "expires_after[seconds]"})
@@ -268,7 +276,7 @@ def _record(
     expires_at = (
         created_at + timedelta(seconds=options.expires_after_seconds) if options.expires_after_seconds else None
     )
-    nbytes = remote.bytes if remote.bytes is not None else stream.bytes_read
+    nbytes = remote.bytes if remote.bytes is not None else stream.bytes_stored
     # Read before the transaction: waiting for the hashing may yield (gevent), and a greenlet that
     # yields while holding SQLite's write lock stalls every other one of its worker.
     sha256 = stream.sha256
@@ -305,12 +313,19 @@ def _delete_orphan(provider: Provider, remote: RemoteFile) -> None:
 
 
 class FileStream:
-    """The file's bytes on their way upstream: counted, hashed, limited and validated per chunk.
+    """The file's bytes on their way to the provider: checked as they arrive, and as they are stored.
+
+    As they arrive: counted against the size limit and, for batch files the provider does not
+    check itself, checked line by line (``validator``). Then through ``transform`` (the provider's
+    rewriting of batch files; the same bytes otherwise) and, as they are handed to the provider,
+    counted against the size limit again and hashed: ``bytes_stored`` and ``sha256`` describe what
+    the provider stores, which for a rewritten file is the rewritten bytes a download returns.
 
     Iterate it or ``read(n)`` from it (the ``providers.base.UploadStream`` protocol). Raises
-    ``PayloadTooLarge`` the moment the limit is crossed and the validator's ``InvalidRequest`` on
-    the first bad line, so the provider aborts the transfer mid-stream. ``on_end`` runs once the
-    last chunk has been handed out, before the provider can treat the file as complete.
+    ``PayloadTooLarge`` the moment either count crosses the limit and the validator's or the
+    transform's ``InvalidRequest`` on the first bad line, so the provider aborts the transfer
+    mid-stream. ``on_end`` runs once the last chunk has arrived, before the provider can treat the
+    file as complete.
     """
 
     def __init__(
@@ -320,6 +335,7 @@ class FileStream:
         max_bytes: int,
         too_large_message: str,
         validator: Any | None = None,
+        transform: Callable[[Iterable[bytes]], Iterable[bytes]] | None = None,
         on_end: Callable[[], None] | None = None,
     ) -> None:
         self._chunks = chunks
@@ -328,6 +344,9 @@ class FileStream:
         self.validator = validator
         self.on_end = on_end
         self.bytes_read = 0
+        self.bytes_stored = 0
+        self._transform = transform
+        self._output: Iterator[bytes] | None = None
         self._sha256 = hashlib.sha256()
         self._hashing: Future[None] | None = None
         self._buffer = b""
@@ -356,24 +375,39 @@ class FileStream:
                 return
         raise InvalidRequest("The file is empty.", param="file", code="empty_file")
 
-    def _next_chunk(self) -> bytes | None:
-        if self._done:
-            return None
+    def _arriving(self) -> Iterator[bytes]:
         for chunk in self._chunks:
             if not chunk:
                 continue
             self.bytes_read += len(chunk)
             if self.bytes_read > self.max_bytes:
                 raise PayloadTooLarge(self.too_large_message, param="file")
-            self._hash(chunk)
             if self.validator is not None:
                 self.validator.feed(chunk)
-            return chunk
-        self._done = True
+            yield chunk
         if self.validator is not None:
             self.validator.finish()
         if self.on_end is not None:
             self.on_end()
+
+    def _next_chunk(self) -> bytes | None:
+        if self._done:
+            return None
+        if self._output is None:
+            arriving = self._arriving()
+            self._output = iter(self._transform(arriving)) if self._transform is not None else arriving
+        for chunk in self._output:
+            if not chunk:
+                continue
+            self.bytes_stored += len(chunk)
+            if self.bytes_stored > self.max_bytes:
+                raise PayloadTooLarge(
+                    f"{self.too_large_message} As rewritten for the provider, this file grows past that.",
+                    param="file",
+                )
+            self._hash(chunk)
+            return chunk
+        self._done = True
         return None
 
     def __iter__(self) -> Iterator[bytes]:

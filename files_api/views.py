@@ -25,32 +25,45 @@ from files_api.serializers import (
     FileUploadSerializer,
 )
 from files_api.upload import file_upload
+from providers.base import BUCKET_HEADER, MODEL_HEADER, MODEL_HEADER_ALIAS, REGION_HEADER, UploadHints
 from tenants.models import ApiKey
 from tenants.ratelimits import DOWNLOADS, UPLOADS
 
-ACCOUNT_HEADER = "HTTP_X_PROVIDER_ACCOUNT"
+ACCOUNT_HEADER = "X-Provider-Account"
 # TrueFoundry's gateway names the account in this header: its clients work here unchanged.
-TFY_ACCOUNT_HEADER = "HTTP_X_TFY_PROVIDER_NAME"
+TFY_ACCOUNT_HEADER = "x-tfy-provider-name"
 
 
-def _header(name: str, description: str) -> OpenApiParameter:
+def _header_parameter(name: str, description: str) -> OpenApiParameter:
     return OpenApiParameter(
         name=name, type=str, location=OpenApiParameter.HEADER, required=False, description=description
     )
 
 
-ACCOUNT_PARAMETER = _header(
+ACCOUNT_PARAMETER = _header_parameter(
     "X-Provider-Account",
     "Name of one of your organisation's provider accounts. Without it, the organisation's default "
     "account. Calls by id use the account the file was uploaded to (an id the gateway has no record "
     "of is looked up on this account).",
 )
-TFY_ACCOUNT_PARAMETER = _header(
+TFY_ACCOUNT_PARAMETER = _header_parameter(
     "x-tfy-provider-name",
     "Alias of X-Provider-Account, as TrueFoundry's gateway names it: a client moving from TrueFoundry "
     "changes only base_url and the key. Sending both with different values is a 400.",
 )
 ACCOUNT_PARAMETERS = [ACCOUNT_PARAMETER, TFY_ACCOUNT_PARAMETER]
+
+UPLOAD_PARAMETERS = [
+    _header_parameter(
+        MODEL_HEADER,
+        "Bedrock and Vertex accounts: the model for batch lines without body.model "
+        f"(alias {MODEL_HEADER_ALIAS}). Other kinds ignore it.",
+    ),
+    _header_parameter(BUCKET_HEADER, "Vertex accounts: store the file in this bucket, one the account allows."),
+    _header_parameter(REGION_HEADER, "Vertex accounts: the region the file is for; it must be the account's location."),
+]
+# A header value the gateway accepts: printable ASCII without spaces (model ids, bucket and region names).
+MAX_HEADER_VALUE_LENGTH = 256
 FILE_ID = OpenApiParameter(name="id", type=str, location=OpenApiParameter.PATH, description="The file id.")
 
 
@@ -108,7 +121,7 @@ URI_TOO_LONG = {
         summary="Upload a file",
         description="A multipart upload, streamed to the provider account while it arrives.",
         tags=FILES_TAG,
-        parameters=ACCOUNT_PARAMETERS,
+        parameters=[*ACCOUNT_PARAMETERS, *UPLOAD_PARAMETERS],
         request={"multipart/form-data": FileUploadSerializer},
         responses={200: FileObjectSerializer, **_errors(400, 401, 403, 413, *UPSTREAM)},
     ),
@@ -161,14 +174,10 @@ class FileViewSet(viewsets.ViewSet):
         Raises ``InvalidRequest`` when both are sent and differ: guessing which one was meant could
         put a file on the wrong provider.
         """
-        names = {request.META.get(ACCOUNT_HEADER) or None, request.META.get(TFY_ACCOUNT_HEADER) or None} - {None}
-        if len(names) > 1:
-            raise InvalidRequest(
-                "The X-Provider-Account and x-tfy-provider-name headers name different accounts; send one of them.",
-                param="X-Provider-Account",
-                code="conflicting_provider_account",
-            )
-        return names.pop() if names else None
+        return (
+            _agreeing(request, ACCOUNT_HEADER, TFY_ACCOUNT_HEADER, what="accounts", code="conflicting_provider_account")
+            or None
+        )
 
     def list(self, request: Request) -> Response:
         # A plain dict, not the QueryDict: DRF takes an empty form value (`?purpose=`) for "not given"
@@ -191,6 +200,7 @@ class FileViewSet(viewsets.ViewSet):
             content_type=request.content_type,
             content_length=_content_length(request),
             content_encoding=request.META.get("HTTP_CONTENT_ENCODING", ""),
+            hints=_upload_hints(request),
         )
         return Response(FileObjectSerializer(remote).data)
 
@@ -219,6 +229,35 @@ class FileViewSet(viewsets.ViewSet):
 def _api_key(request: Request) -> ApiKey:
     # HasApiKey guarantees request.auth is an ApiKey before any action runs.
     return cast(ApiKey, request.auth)
+
+
+def _upload_hints(request: Request) -> UploadHints:
+    """The upload's optional headers, checked for shape: printable ASCII without spaces, at most 256
+    characters. Raises ``InvalidRequest`` naming the header (also when the model header and its
+    alias disagree)."""
+    model = _plain(MODEL_HEADER, _agreeing(request, MODEL_HEADER, MODEL_HEADER_ALIAS, what="models"))
+    region = _plain(REGION_HEADER, request.headers.get(REGION_HEADER, "").strip())
+    bucket = _plain(BUCKET_HEADER, request.headers.get(BUCKET_HEADER, "").strip())
+    return UploadHints(model=model, region=region, bucket=bucket)
+
+
+def _agreeing(request: Request, name: str, alias: str, *, what: str, code: str | None = None) -> str:
+    """The value of header ``name`` or of its ``alias`` ("" if neither); both sent and different is a 400."""
+    values = {request.headers.get(header, "").strip() for header in (name, alias)} - {""}
+    if len(values) > 1:
+        raise InvalidRequest(
+            f"The {name} and {alias} headers name different {what}; send one of them.", param=name, code=code
+        )
+    return values.pop() if values else ""
+
+
+def _plain(name: str, value: str) -> str:
+    if len(value) > MAX_HEADER_VALUE_LENGTH or not (value.isascii() and value.isprintable() and " " not in value):
+        raise InvalidRequest(
+            f"The {name} header must be printable ASCII without spaces, at most {MAX_HEADER_VALUE_LENGTH} characters.",
+            param=name,
+        )
+    return value
 
 
 def _content_length(request: Request) -> int | None:

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Protocol
 
 from django.core.exceptions import ImproperlyConfigured
 
-from config.errors import FileNotDownloadable, FileNotFound, UnsupportedOperation
+from config.errors import FileNotDownloadable, FileNotFound, InvalidRequest, UnsupportedOperation
 from providers.fields import Field
 
 # Upload and download chunks: big enough that per-chunk overhead vanishes, small enough that
@@ -147,6 +147,27 @@ class Page:
     has_more: bool
 
 
+# The upload's optional headers (names as clients send them; the x-tfy- ones are TrueFoundry's).
+MODEL_HEADER = "X-Provider-Model"
+MODEL_HEADER_ALIAS = "x-tfy-provider-model"
+REGION_HEADER = "x-tfy-vertex-region"
+BUCKET_HEADER = "x-tfy-vertex-storage-bucket-name"
+
+
+@dataclass(frozen=True)
+class UploadHints:
+    """What a client said about its upload in headers, checked for shape at the edge ("" when absent).
+
+    ``model`` names the model for batch lines without ``body.model`` where a kind rewrites them;
+    ``region`` and ``bucket`` are Vertex's (``providers.vertex``): the other kinds refuse them. None
+    of them is ever a location: a bucket is a name the account must list, never a URI or a key.
+    """
+
+    model: str = ""
+    region: str = ""
+    bucket: str = ""
+
+
 @dataclass(frozen=True)
 class UploadOptions:
     """What the gateway knows about an upload before the first byte goes upstream."""
@@ -157,6 +178,7 @@ class UploadOptions:
     content_type: str = "application/octet-stream"
     expires_after_seconds: int | None = None
     size_hint: int | None = None  # upper bound of the file size when the request declared one
+    hints: UploadHints = field(default_factory=UploadHints)
 
 
 class Provider:
@@ -209,8 +231,42 @@ class Provider:
             raise FileNotDownloadable(self.not_downloadable_message, param="id")
         raise UnsupportedOperation(f"The {self.label or self.kind} provider does not support {operation} of files.")
 
+    def check_hints(self, hints: UploadHints) -> None:
+        """Refuse, before any byte is read, what the client asked in headers that this kind cannot honour.
+
+        Raises ``InvalidRequest`` naming the header. By default the model is used where batch lines
+        are rewritten and ignored elsewhere, and Vertex's region and bucket are refused: honouring
+        them silently nowhere would store the file somewhere the client did not ask for.
+        """
+        for header, value in ((REGION_HEADER, hints.region), (BUCKET_HEADER, hints.bucket)):
+            if value:
+                raise InvalidRequest(
+                    f"The {header} header applies to Vertex accounts only, not to {self.label or self.kind}.",
+                    param=header,
+                )
+
+    def needs_openai_batch_lines(self, options: UploadOptions) -> bool:
+        """Whether the gateway must check this upload's lines against OpenAI's batch-line rules as they arrive.
+
+        Yes for every ``purpose=batch`` upload, unless the kind's ``transform`` checks each line
+        itself (the kinds that rewrite batch files: they check OpenAI lines by the same rules, and
+        accept their provider's native lines too).
+        """
+        return options.purpose == "batch"
+
+    def transform(self, chunks: Iterable[bytes], options: UploadOptions) -> Iterable[bytes]:
+        """The bytes the provider is to store for the bytes that arrive (default: the same bytes).
+
+        The upload path applies it between the checks of the bytes as they arrive and those of the
+        bytes as they are stored (size limit, checksum, and the quota once the file is recorded),
+        and hands its output to ``upload``.
+        Kinds that rewrite batch files do it here, one line at a time. Raises ``InvalidRequest``
+        for what cannot be rewritten.
+        """
+        return chunks
+
     def upload(self, stream: UploadStream, options: UploadOptions) -> RemoteFile:
-        """Store the file read from ``stream``; return it as the provider now knows it.
+        """Store the file read from ``stream`` (already through ``transform``); return it as the provider now knows it.
 
         Raises ``InvalidRequest``/``PayloadTooLarge`` (from the stream or the upstream), and the
         ``Upstream*`` errors. On any error nothing is left behind upstream.
@@ -257,7 +313,9 @@ class ObjectStoreProvider(Provider):
 
     Ids are minted here; list and retrieve are answered from the gateway's records, so this base
     only stores, streams and deletes objects. Subclasses build ``self.store`` and may rewrite
-    batch lines on the way in (``transform``).
+    batch lines on the way in (``transform``). A file's ``storage_key`` is its reference for
+    ``open_content`` and ``delete``: its key in ``self.store``, unless a kind that keeps files in
+    more than one bucket says otherwise (``store_for``, ``object_ref``, ``locate``).
     """
 
     stores_files = True
@@ -267,15 +325,23 @@ class ObjectStoreProvider(Provider):
     def object_key(self, namespace: str, file_id: str) -> str:
         return f"{namespace}/{file_id}"
 
-    def transform(self, stream: UploadStream, options: UploadOptions) -> UploadStream:
-        """Rewrite the stream on its way to storage (batch JSONL for Bedrock/Vertex). Default: as is."""
-        return stream
+    def store_for(self, options: UploadOptions) -> Store:
+        """The store this upload goes to."""
+        return self.store
+
+    def object_ref(self, store: Store, key: str) -> str:
+        """The reference recorded for the object ``key`` in ``store`` (its ``storage_key``)."""
+        return key
+
+    def locate(self, ref: str) -> tuple[Store, str]:
+        """The store and key a recorded reference names; ``FileNotFound`` if it names none."""
+        return self.store, ref
 
     def upload(self, stream: UploadStream, options: UploadOptions) -> RemoteFile:
-        store = self.store
+        store = self.store_for(options)
         file_id = mint_file_id()
         key = self.object_key(options.namespace, file_id)
-        size = store.save(key, self.transform(stream, options), content_type=options.content_type)
+        size = store.save(key, stream, content_type=options.content_type)
         now = int(time.time())
         expires_at = now + options.expires_after_seconds if options.expires_after_seconds else None
         return RemoteFile(
@@ -286,7 +352,7 @@ class ObjectStoreProvider(Provider):
             purpose=options.purpose,
             status="processed",
             expires_at=expires_at,
-            storage_key=key,
+            storage_key=self.object_ref(store, key),
             storage_uri=f"{store.uri_scheme}://{store.bucket}/{store.prefix}{key}" if store.bucket else "",
         )
 
@@ -294,10 +360,12 @@ class ObjectStoreProvider(Provider):
         raise FileNotFound(f"No such File object: {remote_id}", param="id")
 
     def delete(self, remote_id: str) -> bool:
-        return self.store.delete(remote_id)
+        store, key = self.locate(remote_id)
+        return store.delete(key)
 
     def open_content(self, remote_id: str) -> Content:
-        return self.store.open(remote_id)
+        store, key = self.locate(remote_id)
+        return store.open(key)
 
     def check(self) -> None:
         self.store.check()

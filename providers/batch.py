@@ -11,12 +11,13 @@ here works on a stream of byte chunks and holds at most one line at a time:
 - ``BatchLineValidator`` checks OpenAI batch lines chunk by chunk (``feed(chunk)`` / ``finish()``),
   as ``files_api.uploads.FileStream`` needs for the kinds that store the file unchanged.
 - ``rewrite_lines`` turns the file into a provider's native batch file while it streams, for the
-  storage-backed kinds. The upload path calls it as::
+  storage-backed kinds. ``RewritingStoreProvider.transform`` (the base of ``bedrock`` and
+  ``vertex``) calls it as::
 
       rewrite_lines(chunks, BedrockRewriter(default_model=model_header), max_line_bytes=settings.BATCH_LINE_MAX_BYTES)
 
-  and stores the chunks it yields. The rewriters live in ``providers.batch_bedrock`` and
-  ``providers.batch_vertex``.
+  and the upload path stores the chunks it yields. The rewriters live in ``providers.batch_bedrock``
+  and ``providers.batch_vertex``.
 
 Every refusal is ``config.errors.InvalidRequest`` (400, code ``invalid_batch_file``, param ``file``)
 with a message naming the line: ``Invalid batch file: line 3: ...``.
@@ -34,8 +35,10 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
+from django.conf import settings
+
 from config.errors import InvalidRequest
-from providers.base import CHUNK_SIZE
+from providers.base import CHUNK_SIZE, ObjectStoreProvider, UploadOptions
 
 # A line nested deeper than this is refused before it is parsed: real requests (a JSON schema in
 # response_format included) stay far below it, and it keeps the C parser well inside Python's
@@ -305,3 +308,25 @@ def _encode(number: int, record: dict[str, Any]) -> bytes:
         return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate escape (\\ud800) cannot be written as UTF-8
         raise line_error(number, "the line holds an unpaired UTF-16 surrogate escape") from None
+
+
+class RewritingStoreProvider(ObjectStoreProvider):
+    """A storage-backed kind whose ``purpose=batch`` files are stored in its provider's batch format.
+
+    ``transform`` rewrites such an upload with ``rewrite_lines`` and the kind's ``rewriter``, which
+    checks every line (OpenAI lines by OpenAI's rules, native lines by the provider's), so the
+    gateway's OpenAI-only line check is off for them (``needs_openai_batch_lines``). Files of other
+    purposes are stored as they arrive.
+    """
+
+    def rewriter(self, options: UploadOptions) -> Rewriter:
+        """A fresh rewriter for one upload (it remembers the file's model and request ids)."""
+        raise NotImplementedError
+
+    def needs_openai_batch_lines(self, options: UploadOptions) -> bool:
+        return False
+
+    def transform(self, chunks: Iterable[bytes], options: UploadOptions) -> Iterable[bytes]:
+        if options.purpose != "batch":
+            return chunks
+        return rewrite_lines(chunks, self.rewriter(options), max_line_bytes=settings.BATCH_LINE_MAX_BYTES)

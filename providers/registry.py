@@ -25,6 +25,8 @@ PROVIDERS: dict[str, str] = {
     "azure_openai": "providers.azure.AzureOpenAIProvider",
     "anthropic": "providers.anthropic.AnthropicProvider",
     "groq": "providers.groq.GroqProvider",
+    "bedrock": "providers.bedrock.BedrockProvider",
+    "vertex": "providers.vertex.VertexProvider",
 }
 
 _classes: dict[str, type[Provider]] = {}

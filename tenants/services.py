@@ -444,43 +444,58 @@ def _commit_without_waiting_for_disk() -> None:
             cursor.execute("SET LOCAL synchronous_commit TO OFF")
 
 
-def _quota_exceeded(organization_id: int, needs: str) -> QuotaExceeded:
+def _quota_exceeded(organization_id: int, needs: str, *, own_hold_bytes: int = 0) -> QuotaExceeded:
+    """The refusal; ``own_hold_bytes`` is what the refused upload itself still holds (room it could use)."""
     org = Organization.objects.get(pk=organization_id)
+    room = org.available_bytes + own_hold_bytes
     return QuotaExceeded(
-        f"{needs} but the organization has {org.available_bytes} of its {org.storage_quota_bytes}-byte "
+        f"{needs} but the organization has {room} of its {org.storage_quota_bytes}-byte "
         "storage quota left. Delete files or ask for a higher quota."
     )
 
 
 def quota_commit(*, reservation: QuotaReservation, actual_bytes: int) -> None:
-    """Turn a hold into used bytes at the file's real size. Call inside the transaction that records the file.
+    """Turn a hold into used bytes at the file's stored size. Call inside the transaction that records the file.
 
-    A hold that ``quota_reclaim_stale`` took back (its upload outlived QUOTA_RESERVATION_TTL_SECONDS)
-    may since have gone to other uploads: the file is then charged only if the quota has room for it
-    now, decided by one conditional UPDATE as in ``quota_reserve``. Raises ``QuotaExceeded`` when it
-    has not, having charged nothing: the caller's transaction must not record the file, and the
-    caller removes its upstream copy.
+    Within the hold it is settled unconditionally. A file stored larger than its hold (a batch file
+    that grew when rewritten for its provider) is charged only if the quota has room for the
+    difference, decided by one conditional UPDATE as in ``quota_reserve``. So is a file whose hold
+    ``quota_reclaim_stale`` took back (its upload outlived QUOTA_RESERVATION_TTL_SECONDS), since that
+    room may have gone to other uploads. Raises ``QuotaExceeded`` when there is no room, having
+    charged nothing and kept the hold: the caller's transaction must not record the file, and the
+    caller releases the hold and removes its upstream copy.
     """
+    if actual_bytes <= reservation.bytes:
+        _settle(reservation, actual_bytes)  # refused only if the hold is gone: nothing to undo then
+        return
+    with transaction.atomic():  # a savepoint: a refusal also undoes the hold's deletion
+        _settle(reservation, actual_bytes)
+
+
+def _settle(reservation: QuotaReservation, actual_bytes: int) -> None:
     deleted, _ = QuotaReservation.objects.filter(pk=reservation.pk).delete()
+    held = reservation.bytes if deleted else 0
     organization = Organization.objects.filter(pk=reservation.organization_id)
-    if deleted:
-        organization.update(
-            reserved_bytes=F("reserved_bytes") - reservation.bytes, used_bytes=F("used_bytes") + actual_bytes
-        )
+    settle = {"reserved_bytes": F("reserved_bytes") - held, "used_bytes": F("used_bytes") + actual_bytes}
+    if actual_bytes <= held:
+        organization.update(**settle)
         return
     charged = organization.filter(
-        used_bytes__lte=F("storage_quota_bytes") - F("reserved_bytes") - actual_bytes,
-    ).update(used_bytes=F("used_bytes") + actual_bytes)
-    logger.warning(
-        "quota reservation %s was reclaimed before its upload finished; the file was %s",
-        reservation.pk,
-        "charged within the quota" if charged else "refused: the quota has no room for it now",
-    )
-    if not charged:
-        raise _quota_exceeded(
-            reservation.organization_id,
-            f"This upload took longer than the reservation timeout; it needs {actual_bytes} bytes",
+        used_bytes__lte=F("storage_quota_bytes") - (F("reserved_bytes") - held) - actual_bytes,
+    ).update(**settle)
+    if not deleted:
+        logger.warning(
+            "quota reservation %s was reclaimed before its upload finished; the file was %s",
+            reservation.pk,
+            "charged within the quota" if charged else "refused: the quota has no room for it now",
         )
+    if charged:
+        return
+    if deleted:
+        needs = f"This file is {actual_bytes} bytes as stored, more than the {held} bytes reserved for it,"
+    else:
+        needs = f"This upload took longer than the reservation timeout; it needs {actual_bytes} bytes"
+    raise _quota_exceeded(reservation.organization_id, needs, own_hold_bytes=held)
 
 
 def quota_release(*, reservation: QuotaReservation) -> bool:

@@ -31,8 +31,14 @@ from tenants.services import (
 from tests.fakes import FakeProvider
 
 # Fake upstream servers (OpenAI, Azure OpenAI, Anthropic, Groq), the real object stores (moto's S3,
-# the GCS emulator), and their fixtures.
-pytest_plugins = ["tests.upstreams", "tests.upstream_anthropic", "tests.upstream_groq", "tests.object_stores"]
+# the GCS emulator), accounts of the storage-backed kinds on them, and their fixtures.
+pytest_plugins = [
+    "tests.upstreams",
+    "tests.upstream_anthropic",
+    "tests.upstream_groq",
+    "tests.object_stores",
+    "tests.storage_kinds",
+]
 
 # The SDKs must never find real credentials or config on this machine.
 for _name in ("AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):

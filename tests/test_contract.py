@@ -2,9 +2,11 @@
 
 Each test runs once per kind. The kinds with a Files API of their own talk to the fake upstreams
 (``tests/upstreams.py``, ``tests/upstream_anthropic.py``, ``tests/upstream_groq.py``: real HTTP on
-127.0.0.1); ``local`` stores in the test's data folder. Where a kind legitimately differs from
-OpenAI (Groq keeps batch files only, Anthropic keeps uploads to itself), ``Traits`` says how, and
-the contract checks that difference instead of skipping. A new kind joins in ``FAKES`` and ``TRAITS``.
+127.0.0.1); ``local`` stores in the test's data folder, ``bedrock`` in a bucket of moto's S3 server
+and ``vertex`` in one of the GCS emulator, both looked at from outside (``tests/storage_kinds.py``).
+Where a kind legitimately differs from OpenAI (Groq keeps batch files only, Anthropic keeps uploads
+to itself), ``Traits`` says how, and the contract checks that difference instead of skipping. A new
+kind joins in ``account_on`` (and ``TRAITS`` if it differs).
 """
 
 from __future__ import annotations
@@ -22,11 +24,21 @@ from openai.types import FileDeleted, FileObject
 
 from tenants.models import Organization
 from tests.conftest import Tenant, batch_file, batch_line
+from tests.storage_kinds import (
+    BEDROCK_MODEL,
+    VERTEX_MODEL,
+    BucketView,
+    add_bedrock_account,
+    add_vertex_account,
+    gcs_view,
+    s3_view,
+)
 from tests.upstream_server import FakeServer
 from tests.upstreams import add_upstream_account
 
 FAKES = {"openai": "fake_openai", "azure_openai": "fake_azure", "anthropic": "fake_anthropic", "groq": "fake_groq"}
-KINDS = ["local", *FAKES]
+KINDS = ["local", *FAKES, "bedrock", "vertex"]
+BATCH_MODELS = {"bedrock": BEDROCK_MODEL, "vertex": VERTEX_MODEL}  # the rest take any model
 MISSING_ID = "file-doesnotexist000000000"
 
 
@@ -56,6 +68,7 @@ class Contract:
     sdk: OpenAI
     upstream: FakeServer | None  # None: the gateway stores the bytes itself
     traits: Traits
+    bucket: BucketView | None = None  # bedrock and vertex: the account's bucket, seen from outside
 
     @property
     def filename(self) -> str:
@@ -66,11 +79,25 @@ class Contract:
         return batch_file(size) if self.traits.purpose == "batch" else binary_content(size)
 
     def stored_count(self) -> int:
-        """How many files the provider holds (upstream, or on disk for stored kinds)."""
+        """How many files the provider holds (upstream, in the bucket, or on disk for ``local``)."""
         if self.upstream is not None:
             return len(self.upstream.files)
+        if self.bucket is not None:
+            assert self.bucket.unfinished() == []  # no multipart upload left open either
+            return len(self.bucket.names())
         root = settings.DATA_DIR / "files"
         return sum(1 for path in root.rglob("*") if path.is_file()) if root.exists() else 0
+
+    def stored_bytes(self, created: FileObject) -> bytes:
+        """The bytes the gateway stored for ``created``, read behind its back (storage-backed kinds)."""
+        if self.bucket is not None:
+            return self.bucket.object_at((created.model_extra or {})["storage_uri"])
+        return (settings.DATA_DIR / "files" / self.tenant.org.slug / created.id).read_bytes()
+
+    def batch_line(self, custom_id: str) -> bytes:
+        """An OpenAI batch line this kind accepts (Bedrock and Vertex rewrite it for their model)."""
+        model = BATCH_MODELS.get(self.kind, "gpt-4o-mini")
+        return batch_line(custom_id, body={"model": model, "messages": [{"role": "user", "content": "hi"}]})
 
     def used_bytes(self) -> int:
         org = Organization.objects.get(pk=self.tenant.org.pk)
@@ -89,19 +116,33 @@ def sdk_for(live_server, tenant: Tenant, account: str) -> OpenAI:
     )
 
 
-def account_on(kind: str, request: pytest.FixtureRequest, tenant: Tenant) -> tuple[str, FakeServer | None]:
+def account_on(
+    kind: str, request: pytest.FixtureRequest, tenant: Tenant
+) -> tuple[str, FakeServer | None, BucketView | None]:
+    """An account of ``kind`` for ``tenant``: its name, and the fake upstream or the bucket behind it."""
     if kind == "local":
-        return tenant.account.name, None
+        return tenant.account.name, None, None
+    if kind == "bedrock":
+        bucket = request.getfixturevalue("s3_bucket")
+        account = add_bedrock_account(tenant, request.getfixturevalue("moto_s3"), bucket)
+        return account.name, None, s3_view(request.getfixturevalue("s3_admin"), bucket)
+    if kind == "vertex":
+        account = add_vertex_account(
+            tenant, request.getfixturevalue("gcs_front").url, request.getfixturevalue("gcs_bucket")
+        )
+        return account.name, None, gcs_view(request.getfixturevalue("gcs_admin_bucket"))
     server = request.getfixturevalue(FAKES[kind])
-    return add_upstream_account(tenant, server).name, server
+    return add_upstream_account(tenant, server).name, server, None
 
 
 @pytest.fixture(params=KINDS)
 def contract(request: pytest.FixtureRequest, live_server, tenant_a: Tenant) -> Iterator[Contract]:
-    account, upstream = account_on(request.param, request, tenant_a)
+    account, upstream, bucket = account_on(request.param, request, tenant_a)
     sdk = sdk_for(live_server, tenant_a, account)
     traits = TRAITS.get(request.param, Traits())
-    yield Contract(kind=request.param, account=account, tenant=tenant_a, sdk=sdk, upstream=upstream, traits=traits)
+    yield Contract(
+        kind=request.param, account=account, tenant=tenant_a, sdk=sdk, upstream=upstream, traits=traits, bucket=bucket
+    )
     sdk.close()
 
 
@@ -144,6 +185,8 @@ def test_it_uploads_and_retrieves(contract):
         [received] = contract.upstream.uploads
         assert received.sha256 == hashlib.sha256(content).hexdigest()
         assert contract.upstream.content_of(created.id) == content
+    else:
+        assert contract.stored_bytes(created) == content
 
 
 def test_it_honours_expires_after(contract):
@@ -160,7 +203,7 @@ def other_purpose_file(contract: Contract) -> tuple[str, str]:
     a second purpose, else made upstream (Groq's own batch results)."""
     if contract.traits.other_purpose is not None:
         other = contract.traits.other_purpose
-        content = batch_line("only") if other == "batch" else b"other"
+        content = contract.batch_line("only") if other == "batch" else b"other"
         return create(contract, content, filename="b.jsonl", purpose=other).id, other
     assert contract.upstream is not None
     return contract.upstream.add_file(b"{}\n", filename="out.jsonl", purpose="batch_output"), "batch_output"
@@ -233,7 +276,7 @@ def test_unknown_ids_are_not_found(contract):
 
 def test_another_organizations_file_is_not_found(contract, request, live_server, tenant_b):
     file_id = create(contract, contract.content(100)).id
-    account, _ = account_on(contract.kind, request, tenant_b)  # the same upstream, for pass-through kinds
+    account, _, _ = account_on(contract.kind, request, tenant_b)  # the same upstream, for pass-through kinds
     with sdk_for(live_server, tenant_b, account) as other:
         for call in (other.files.retrieve, other.files.content, other.files.delete):
             with pytest.raises(openai.NotFoundError):
@@ -243,7 +286,7 @@ def test_another_organizations_file_is_not_found(contract, request, live_server,
 
 
 def test_a_rejected_upload_leaves_nothing_behind(contract):
-    lines = b"".join(batch_line(f"req-{n}") for n in range(20_000)) + b"not json\n"
+    lines = b"".join(contract.batch_line(f"req-{n}") for n in range(20_000)) + b"not json\n"
     with pytest.raises(openai.BadRequestError) as raised:
         create(contract, lines, filename="batch.jsonl", purpose="batch")
     refuses_batch = contract.traits.refused_purpose == "batch"
@@ -259,7 +302,7 @@ def test_a_rejected_upload_leaves_nothing_behind(contract):
 def test_a_purpose_the_provider_cannot_use_is_refused_before_upload(contract):
     refused = contract.traits.refused_purpose
     if refused is None:
-        created = create(contract, batch_line("ok"), filename="b.jsonl", purpose="batch")
+        created = create(contract, contract.batch_line("ok"), filename="b.jsonl", purpose="batch")
         assert created.purpose == "batch"  # every purpose OpenAI has works on this kind
         return
     with pytest.raises(openai.BadRequestError) as raised:

@@ -80,11 +80,15 @@ def test_component_names_are_legal(schema: dict[str, Any]) -> None:
 
 
 def test_every_operation_takes_the_provider_account_header_and_its_truefoundry_alias(schema: dict[str, Any]) -> None:
+    upload_headers = {"X-Provider-Model", "x-tfy-vertex-storage-bucket-name", "x-tfy-vertex-region"}
     for operation_id, operation in _operations(schema).items():
-        headers = [p for p in operation["parameters"] if p["in"] == "header"]
-        assert [p["name"] for p in headers] == ["X-Provider-Account", "x-tfy-provider-name"], operation_id
-        assert not any(header.get("required", False) for header in headers)
-        assert headers[1]["description"].startswith("Alias of X-Provider-Account, as TrueFoundry")
+        headers = {p["name"]: p for p in operation["parameters"] if p["in"] == "header"}
+        expected = {"X-Provider-Account", "x-tfy-provider-name"} | (
+            upload_headers if operation_id == "createFile" else set()
+        )
+        assert set(headers) == expected, operation_id
+        assert not any(header.get("required", False) for header in headers.values())
+        assert headers["x-tfy-provider-name"]["description"].startswith("Alias of X-Provider-Account, as TrueFoundry")
 
 
 def test_every_operation_requires_the_bearer_key(schema: dict[str, Any]) -> None:

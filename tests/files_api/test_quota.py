@@ -198,6 +198,43 @@ def test_quota_commit_settles_the_hold_at_the_real_size(tenant_a: Tenant) -> Non
     assert not QuotaReservation.objects.exists()
 
 
+def test_a_file_stored_larger_than_its_hold_is_charged_its_size_when_the_quota_has_room(tenant_a: Tenant) -> None:
+    set_quota(tenant_a, 1000)
+    other = quota_reserve(organization_id=tenant_a.org.pk, nbytes=300)  # another upload in flight
+    grown = quota_reserve(organization_id=tenant_a.org.pk, nbytes=500)
+    quota_commit(reservation=grown, actual_bytes=700)  # its own 500 and the 200 nobody holds
+    assert (org(tenant_a).used_bytes, org(tenant_a).reserved_bytes) == (700, 300)
+    assert list(QuotaReservation.objects.values_list("pk", flat=True)) == [other.pk]
+
+
+def test_a_file_stored_larger_than_its_hold_and_the_quota_allows_is_refused_and_charges_nothing(
+    tenant_a: Tenant,
+) -> None:
+    set_quota(tenant_a, 1000)
+    quota_reserve(organization_id=tenant_a.org.pk, nbytes=300)
+    grown = quota_reserve(organization_id=tenant_a.org.pk, nbytes=500)
+    with pytest.raises(QuotaExceeded) as raised, transaction.atomic():
+        quota_commit(reservation=grown, actual_bytes=701)
+    assert raised.value.message.startswith("This file is 701 bytes as stored, more than the 500 bytes reserved for it,")
+    assert "the organization has 700 of its 1000-byte storage quota left" in raised.value.message
+    # Nothing charged, and the hold is still there for the caller to release (once).
+    assert (org(tenant_a).used_bytes, org(tenant_a).reserved_bytes) == (0, 800)
+    quota_release(reservation=grown)
+    quota_release(reservation=grown)
+    assert (org(tenant_a).used_bytes, org(tenant_a).reserved_bytes) == (0, 300)
+
+
+def test_a_refused_commit_leaves_the_callers_transaction_usable(tenant_a: Tenant) -> None:
+    """The refusal undoes itself (a savepoint): the caller's transaction can go on and commit."""
+    set_quota(tenant_a, 100)
+    grown = quota_reserve(organization_id=tenant_a.org.pk, nbytes=100)
+    with transaction.atomic():
+        with pytest.raises(QuotaExceeded):
+            quota_commit(reservation=grown, actual_bytes=101)
+        quota_commit(reservation=grown, actual_bytes=100)
+    assert (org(tenant_a).used_bytes, org(tenant_a).reserved_bytes) == (100, 0)
+
+
 def test_quota_release_is_idempotent(tenant_a: Tenant) -> None:
     kept = quota_reserve(organization_id=tenant_a.org.pk, nbytes=50)
     released = quota_reserve(organization_id=tenant_a.org.pk, nbytes=200)
@@ -366,6 +403,28 @@ def test_concurrent_late_commits_are_charged_exactly_as_far_as_the_quota_fits() 
 
     assert Counter(race(commit, RACERS)) == {"charged": FITS, "refused": RACERS - FITS}
     assert (org(tenant).used_bytes, org(tenant).reserved_bytes) == (RACERS * 100, 0)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_commits_of_grown_files_are_charged_exactly_as_far_as_the_quota_fits() -> None:
+    """Each file held 100 bytes and was stored at 150: the quota has room for FITS of the extra 50s."""
+    tenant = make_tenant("racers", storage_quota_bytes=RACERS * 100 + FITS * 50)
+    holds = [quota_reserve(organization_id=tenant.org.pk, nbytes=100) for _ in range(RACERS)]
+
+    def commit(n: int) -> str:
+        try:
+            with transaction.atomic():
+                quota_commit(reservation=holds[n], actual_bytes=150)
+        except QuotaExceeded:
+            return "refused"  # its hold stays until released below, as the upload path releases it after
+        return "charged"
+
+    assert Counter(race(commit, RACERS)) == {"charged": FITS, "refused": RACERS - FITS}
+    assert (org(tenant).used_bytes, org(tenant).reserved_bytes) == (FITS * 150, (RACERS - FITS) * 100)
+    for hold in holds:
+        quota_release(reservation=hold)
+    assert (org(tenant).used_bytes, org(tenant).reserved_bytes) == (FITS * 150, 0)
 
 
 @pytest.mark.postgres

@@ -35,7 +35,7 @@ from tests.upstreams import FakeFilesServer, add_upstream_account
 
 # Storage kinds by their account fixture ("local" is tenant_a's default account), kinds with a Files API
 # by their fake upstream's fixture.
-KINDS = ["local", "fake_openai", "fake_azure"]
+KINDS = ["local", "bedrock", "vertex", "fake_openai", "fake_azure", "fake_anthropic", "fake_groq"]
 
 
 @dataclass

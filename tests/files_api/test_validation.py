@@ -6,7 +6,7 @@ import hashlib
 import io
 import itertools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -430,6 +430,50 @@ def test_filestream_read_returns_at_most_size_and_keeps_the_rest_for_iteration()
     assert stream.read(4) == b"lo w"
     assert list(stream) == [b"orld"]
     assert stream.read(10) == b""
+
+
+def doubled(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """A transform whose output is twice its input (as a rewrite that grows)."""
+    for chunk in chunks:
+        yield chunk + chunk
+
+
+def test_filestream_refuses_a_transform_whose_output_crosses_the_limit_as_it_crosses() -> None:
+    source, pulled = counted(iter([b"x" * 400] * 5))  # 2,000 bytes sent: within the limit
+    stream = FileStream(source, max_bytes=2500, too_large_message="too big.", transform=doubled)
+    with pytest.raises(
+        PayloadTooLarge, match=r"^too big\. As rewritten for the provider, this file grows past that\.$"
+    ):
+        list(stream)
+    assert pulled == [4]  # output 3,200 bytes after the 4th chunk: the 5th was never read
+    assert (stream.bytes_read, stream.bytes_stored) == (1600, 3200)
+
+
+def test_filestream_counts_and_hashes_what_the_transform_yields() -> None:
+    stream = FileStream(iter([b"ab", b"cd"]), max_bytes=100, too_large_message="too big", transform=doubled)
+    assert b"".join(stream) == b"ababcdcd"
+    assert (stream.bytes_read, stream.bytes_stored) == (4, 8)
+    assert stream.sha256 == hashlib.sha256(b"ababcdcd").hexdigest()
+
+
+def test_filestream_ends_the_input_before_a_transform_hands_out_its_last_chunk() -> None:
+    """A rewrite yields its last chunk only after the last input: ``on_end`` (the check that the body
+    arrived whole) runs first, so a store never completes a file whose body was cut."""
+    events: list[str] = []
+
+    def at_the_end(chunks: Iterable[bytes]) -> Iterator[bytes]:
+        yield b"".join(list(chunks))
+
+    stream = FileStream(
+        iter([b"a", b"b"]),
+        max_bytes=10,
+        too_large_message="too big",
+        transform=at_the_end,
+        on_end=lambda: events.append("end"),
+    )
+    for chunk in stream:
+        events.append(chunk.decode())
+    assert events == ["end", "ab"]
 
 
 def test_filestream_refuses_an_empty_file_before_any_byte_goes_upstream() -> None:

@@ -1,0 +1,179 @@
+"""Store faults seen through the gateway, for ``bedrock`` (moto) and ``vertex`` (the GCS emulator):
+each ends with the right error, no stray record or object, and exact usage."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from config.errors import UpstreamError
+from files_api.models import File
+from tenants.models import Organization, ProviderAccount, QuotaReservation
+from tenants.services import provider_account_save, provider_for
+from tests.conftest import Tenant, upload
+from tests.object_stores import (
+    MIB,
+    GCSFront,
+    MotoS3,
+    allow,
+    deny,
+    free_port,
+    new_service_account_key,
+    numbered_bytes,
+    silent_server,
+)
+from tests.storage_kinds import CuttingProxy, StorageKind, add_bedrock_account, add_vertex_account
+
+
+@pytest.fixture(autouse=True)
+def quick_failures(settings: Any) -> None:
+    settings.UPSTREAM_RETRIES = 0
+    settings.UPSTREAM_TIMEOUT_SECONDS = 1
+
+
+def assert_error(response: Any, status: int, code: str) -> None:
+    assert response.status_code == status, response.content
+    assert response.json()["error"]["code"] == code
+
+
+def assert_usage(tenant: Tenant, used_bytes: int) -> None:
+    org = Organization.objects.get(pk=tenant.org.pk)
+    assert (org.used_bytes, org.reserved_bytes) == (used_bytes, 0)
+    assert not QuotaReservation.objects.filter(organization=org).exists()
+
+
+def point_at(account: ProviderAccount, endpoint: str) -> None:
+    """Move the account to another endpoint, as an operator would in admin."""
+    account.settings = {**account.settings, "endpoint_url": endpoint}
+    provider_account_save(account)
+
+
+@pytest.fixture(params=["unreachable", "silent"])
+def broken_endpoint(request: pytest.FixtureRequest) -> Iterator[tuple[str, int, str]]:
+    """An endpoint nothing listens on (503), or one that accepts and never answers (504)."""
+    if request.param == "unreachable":
+        yield f"http://127.0.0.1:{free_port()}", 503, "upstream_unavailable"
+        return
+    with silent_server() as url:
+        yield url, 504, "upstream_timeout"
+
+
+def test_a_store_that_cannot_be_reached_or_does_not_answer_changes_nothing(
+    tenant_a: Tenant, storage_kind: StorageKind, broken_endpoint: tuple[str, int, str]
+) -> None:
+    endpoint, status, code = broken_endpoint
+    kept = upload(tenant_a.client, b"kept", account=storage_kind.name).json()["id"]
+    working = storage_kind.account.settings["endpoint_url"]
+    point_at(storage_kind.account, endpoint)
+    assert_error(upload(tenant_a.client, numbered_bytes(MIB), account=storage_kind.name), status, code)
+    assert_error(tenant_a.client.get(f"/v1/files/{kept}/content"), status, code)
+    assert_error(tenant_a.client.delete(f"/v1/files/{kept}"), status, code)
+    assert [file.public_id for file in File.objects.filter(deleted_at__isnull=True)] == [kept]
+    assert_usage(tenant_a, 4)
+    point_at(storage_kind.account, working)
+    assert tenant_a.client.delete(f"/v1/files/{kept}").json()["deleted"] is True
+    assert_usage(tenant_a, 0)
+    assert (storage_kind.bucket.names(), storage_kind.bucket.unfinished()) == ([], [])
+
+
+def test_refused_store_credentials_are_a_403_that_leaves_nothing(
+    request: pytest.FixtureRequest, tenant_a: Tenant, storage_kind: StorageKind
+) -> None:
+    if storage_kind.kind == "bedrock":
+        moto: MotoS3 = request.getfixturevalue("moto_s3")
+        add_bedrock_account(
+            tenant_a, moto, request.getfixturevalue("s3_bucket"), name="stale", aws_secret_access_key="x"
+        )
+    else:
+        front: GCSFront = request.getfixturevalue("gcs_front")
+        unknown_key = new_service_account_key("stale@filegate-tests.iam.gserviceaccount.com").json(front.token_uri)
+        add_vertex_account(
+            tenant_a, front.url, request.getfixturevalue("gcs_bucket"), name="stale", credentials_file=unknown_key
+        )
+    response = upload(tenant_a.client, b"payload", account="stale")
+    assert_error(response, 403, "upstream_authentication_failed")
+    assert "WWW-Authenticate" not in response
+    assert not File.objects.exists()
+    assert_usage(tenant_a, 0)
+    assert storage_kind.bucket.names() == []
+
+
+def fail_midway(request: pytest.FixtureRequest, kind: StorageKind, tenant: Tenant) -> str:
+    """An account of ``kind`` whose store fails once the first 8 MiB part (or chunk) is in; returns its name."""
+    if kind.kind == "vertex":
+        front: GCSFront = request.getfixturevalue("gcs_front")
+        front.fail(lambda method, path, query: method == "PUT" and "upload_id" in query, 503, passes=1)
+        return kind.name
+    # The account's IAM user loses the right to write once its first part has gone out.
+    moto: MotoS3 = request.getfixturevalue("moto_s3")
+    key_id, secret = moto.new_user("loses-write", allow("s3:*"))
+    account = add_bedrock_account(
+        tenant,
+        moto,
+        request.getfixturevalue("s3_bucket"),
+        name="loses",
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
+    )
+    parts: list[int] = []
+
+    def on_part(params: dict[str, Any], **_: Any) -> None:
+        parts.append(params["PartNumber"])
+        if len(parts) == 2:
+            policy = json.dumps(deny("s3:PutObject"))
+            moto.client("iam").put_user_policy(UserName="loses-write", PolicyName="deny", PolicyDocument=policy)
+
+    provider_for(account).store.client.meta.events.register("provide-client-params.s3.UploadPart", on_part)
+    return account.name
+
+
+EXPECTED_MIDWAY = {"bedrock": (403, "upstream_authentication_failed"), "vertex": (502, "upstream_error")}
+
+
+def test_a_store_failure_midway_through_an_upload_leaves_nothing(
+    request: pytest.FixtureRequest, tenant_a: Tenant, storage_kind: StorageKind
+) -> None:
+    account = fail_midway(request, storage_kind, tenant_a)
+    response = upload(tenant_a.client, numbered_bytes(20 * MIB), account=account)
+    assert_error(response, *EXPECTED_MIDWAY[storage_kind.kind])
+    assert not File.objects.exists()
+    assert_usage(tenant_a, 0)
+    assert (storage_kind.bucket.names(), storage_kind.bucket.unfinished()) == ([], [])
+
+
+def cut_download(request: pytest.FixtureRequest, kind: StorageKind, tenant: Tenant) -> tuple[str, Any]:
+    """An account of ``kind`` and a way to make its store fail the next download after some megabytes."""
+    if kind.kind == "vertex":
+        front: GCSFront = request.getfixturevalue("gcs_front")
+        # The second 8 MiB range fails: the first megabytes have reached the client by then.
+        return kind.name, lambda: front.fail(
+            lambda method, path, query: method == "GET" and query.get("alt") == ["media"], 503, passes=1
+        )
+    proxy: CuttingProxy = request.getfixturevalue("moto_proxy")
+    moto: MotoS3 = request.getfixturevalue("moto_s3")
+    account = add_bedrock_account(
+        tenant, moto, request.getfixturevalue("s3_bucket"), name="cut", endpoint_url=proxy.url
+    )
+    return account.name, lambda: proxy.cut_answers_after(3 * MIB)
+
+
+def test_a_store_failure_midway_through_a_download_ends_the_stream_with_an_error(
+    request: pytest.FixtureRequest, tenant_a: Tenant, storage_kind: StorageKind
+) -> None:
+    account, cut = cut_download(request, storage_kind, tenant_a)
+    content = numbered_bytes(10 * MIB)
+    file_id = upload(tenant_a.client, content, account=account).json()["id"]
+    cut()
+    response = tenant_a.client.get(f"/v1/files/{file_id}/content")
+    assert response.status_code == 200 and response["Content-Length"] == str(len(content))
+    received = bytearray()
+    with pytest.raises(UpstreamError):
+        for chunk in response.streaming_content:
+            received += chunk
+    assert 0 < len(received) < len(content)
+    assert content.startswith(received)
+    assert File.objects.get(public_id=file_id).deleted_at is None
+    assert_usage(tenant_a, len(content))
