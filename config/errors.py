@@ -28,6 +28,7 @@ InternalError          500     server_error             internal_error
 ProviderMisconfigured  500     server_error             provider_account_misconfigured
 UpstreamError          502     server_error             upstream_error
 UpstreamUnavailable    503     server_error             upstream_unavailable
+DatabaseUnavailable    503     server_error             database_unavailable
 UpstreamTimeout        504     server_error             upstream_timeout
 =====================  ======  =======================  ============================
 
@@ -47,6 +48,8 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db.utils import InterfaceError as DatabaseInterfaceError
+from django.db.utils import OperationalError as DatabaseOperationalError
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
@@ -223,6 +226,14 @@ class UpstreamUnavailable(GatewayError):
     default_message = "The provider could not be reached."
 
 
+class DatabaseUnavailable(GatewayError):
+    """The gateway's own database failed the request (restarted, unreachable, busy): worth a retry."""
+
+    status_code = 503
+    default_code = "database_unavailable"
+    default_message = "The gateway's database is briefly unavailable; retry the request."
+
+
 class UpstreamTimeout(GatewayError):
     status_code = 504
     default_code = "upstream_timeout"
@@ -271,6 +282,10 @@ def to_gateway_error(exc: BaseException) -> GatewayError:
         return FileNotFound("Not found.")
     if isinstance(exc, DjangoPermissionDenied):
         return PermissionDenied()
+    if isinstance(exc, DatabaseOperationalError | DatabaseInterfaceError):
+        # A connection a database restart broke, or SQLite's write lock held too long: the SDKs retry
+        # a 503 (after Retry-After), and the next attempt gets a sound connection.
+        return DatabaseUnavailable(headers={"Retry-After": "1"})
     return InternalError()
 
 
@@ -289,6 +304,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     error = to_gateway_error(exc)
     if isinstance(error, InternalError) and error is not exc:
         logger.error("Unhandled exception in %s", context.get("view"), exc_info=exc)
+    elif isinstance(error, DatabaseUnavailable) and error is not exc:
+        logger.warning("Database error in %s: %s", context.get("view"), type(exc).__name__)
     set_rollback()
     headers = dict(error.headers)
     if isinstance(error, AuthenticationFailed):

@@ -128,9 +128,11 @@ DATABASES = {
     "default": dj_database_url.parse(
         env_secret("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
-        # A connection taken for a request is checked first (PostgreSQL's pool: an empty query), so
-        # one dropped by a database restart is replaced instead of failing that request.
-        conn_health_checks=env_bool("DATABASE_CONN_HEALTH_CHECKS", True),
+        # Off: checking every connection a request takes (PostgreSQL's pool: an empty query) cost a
+        # round trip and about a sixth of a retrieve's CPU (bench/results.md). A connection a database
+        # restart broke then fails one request with a 503 `database_unavailable` and Retry-After, which
+        # the SDKs retry, and the pool replaces it.
+        conn_health_checks=env_bool("DATABASE_CONN_HEALTH_CHECKS", False),
     )
 }
 DATABASE_POOL_SIZE = env_int("DATABASE_POOL_SIZE", 20)

@@ -53,6 +53,7 @@ TABLE = [
     ),
     ("UpstreamError", errors.UpstreamError(), 502, "server_error", "upstream_error"),
     ("UpstreamUnavailable", errors.UpstreamUnavailable(), 503, "server_error", "upstream_unavailable"),
+    ("DatabaseUnavailable", errors.DatabaseUnavailable(), 503, "server_error", "database_unavailable"),
     ("UpstreamTimeout", errors.UpstreamTimeout(), 504, "server_error", "upstream_timeout"),
 ]
 
@@ -267,3 +268,45 @@ def test_the_django_500_handler_renders_the_generic_envelope() -> None:
     assert json.loads(response.content) == {
         "error": {"message": GENERIC_500, "type": "server_error", "param": None, "code": "internal_error"}
     }
+
+
+def test_a_database_failure_is_a_503_to_retry_not_a_500(client_a: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from django.db.utils import OperationalError
+
+    def fail(**kwargs: Any) -> None:
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr("files_api.services.file_retrieve", fail)
+    response = client_a.get("/v1/files/file-abc")
+    assert response.status_code == 503
+    assert response["Retry-After"] == "1"
+    assert response.json()["error"]["code"] == "database_unavailable"
+    assert "server closed" not in response.json()["error"]["message"]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_connections_a_database_restart_broke_cost_one_retryable_answer(live_server: Any, tenant_a: Any) -> None:
+    """Without health checks, a pooled connection the server dropped fails one request (a 503 the SDKs
+    retry); the pool then hands out a sound one. (A live server: Django's test client keeps one
+    connection for the whole test, which no real request does.)"""
+    import httpx
+    import psycopg
+    from django.db import connection
+
+    file_id = upload(tenant_a.client, b"kept").json()["id"]
+    url, headers = f"{live_server.url}/v1/files/{file_id}", {"Authorization": f"Bearer {tenant_a.key}"}
+    assert httpx.get(url, headers=headers).status_code == 200  # the server's pool holds a connection now
+    params = connection.get_connection_params()
+    admin_params = {name: params[name] for name in ("dbname", "user", "password", "host", "port") if params.get(name)}
+    with psycopg.connect(**admin_params, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid() AND pid <> %s",
+            [params["dbname"], connection.connection.info.backend_pid],  # the test's own stays
+        )
+    answers = [httpx.get(url, headers=headers) for _ in range(4)]
+    statuses = [answer.status_code for answer in answers]
+    assert statuses[0] == 503 and statuses[-1] == 200, statuses
+    assert answers[0].json()["error"]["code"] == "database_unavailable"
+    assert answers[0].headers["retry-after"] == "1"
