@@ -238,7 +238,7 @@ def file_content(*, api_key: ApiKey, account_name: str | None, file_id: str) -> 
         if content.size is None and file is not None and provider.stores_files:
             content.size = file.bytes  # bytes the gateway stored itself: their size is the record's
         audit.succeed(nbytes=content.size)
-    release_connection()  # the download streams after the view has returned
+    release_connection(content.size)  # the download streams after the view has returned
     return FileContent(content=content, filename=file.filename if file is not None else located.lookup.file_id)
 
 

@@ -108,7 +108,7 @@ def file_upload(
         # Reserved before a byte of the body is read: a form that sends its purpose after the file
         # is spooled, and that spooling must already count against the quota.
         reservation = quota_reserve(organization_id=organization.pk, nbytes=min(form.content_length, limit.max_bytes))
-        release_connection()  # no database work until the bytes have moved
+        release_connection(form.content_length)  # no database work until the bytes have moved
         remote: RemoteFile | None = None
         try:
             with _file_stream(provider, organization, form, limit, hints) as (stream, options):

@@ -75,6 +75,9 @@ def gateway(transactional_db: Any, tmp_path: Path) -> Iterator[str]:
         "ALLOWED_HOSTS": "127.0.0.1",
         "CLIENT_IDLE_TIMEOUT_SECONDS": str(IDLE_SECONDS),
         "API_KEY_CACHE_SECONDS": "0",
+        # PostgreSQL: a pool far smaller than the stalled uploads (12 a worker): each must have given
+        # its connection back while it waits for its body, or the list and the upload below would wait.
+        "DATABASE_POOL_SIZE": "4",
     }
     log = open(tmp_path / "gunicorn.log", "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen(command, cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
