@@ -111,10 +111,11 @@ def file_upload(
         release_connection(form.content_length)  # no database work until the bytes have moved
         remote: RemoteFile | None = None
         try:
-            with _file_stream(provider, organization, form, limit, hints) as (stream, options):
+            with _file_stream(provider, organization, form, limit, hints) as (stream, options, is_spooled):
                 remote = provider.upload(stream, options)
                 stream.drain()
-            options = _late_fields(form, options, spooled=stream.on_end is None)
+            if not is_spooled:  # a spooled form was read whole before the upload
+                options = _late_fields(form, options)
             file = _record(
                 api_key=api_key,
                 account=account,
@@ -159,8 +160,9 @@ def validate_fields(fields: dict[str, str]) -> UploadFields:
 @contextmanager
 def _file_stream(
     provider: Provider, organization: Organization, form: MultipartForm, limit: SizeLimit, hints: UploadHints
-) -> Iterator[tuple[FileStream, UploadOptions]]:
-    """Read the form up to its file and give the file's checked stream and the upload's options.
+) -> Iterator[tuple[FileStream, UploadOptions, bool]]:
+    """Read the form up to its file and give the file's checked stream, the upload's options, and
+    whether the file was spooled (its purpose came after it: every field has been read).
 
     A file whose purpose comes after it is spooled first (bounded by ``limit``) and streamed from
     the spool, which is removed when the block ends. The provider decides whether the gateway checks
@@ -205,7 +207,7 @@ def _file_stream(
             on_end=on_end,
         )
         stream.ensure_not_empty()
-        yield stream, options
+        yield stream, options, on_end is None
 
 
 EXPIRY_FIELDS = frozenset({"expires_after[anchor]", "expires_after[seconds]"})
@@ -219,10 +221,8 @@ def _pending_pair_removed(fields: dict[str, str]) -> dict[str, str]:
     return fields
 
 
-def _late_fields(form: MultipartForm, options: UploadOptions, *, spooled: bool) -> UploadOptions:
+def _late_fields(form: MultipartForm, options: UploadOptions) -> UploadOptions:
     """Fields sent after the file (an expiry sent last) still count; the gateway enforces expiry itself."""
-    if spooled:
-        return options  # the spooled path read every field before the upload
     every_field = form.read_remaining_fields()  # those before the file too
     if not every_field.keys() & EXPIRY_FIELDS:
         return options
