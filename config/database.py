@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from django.db import connection
 
-
 # Transfers up to this size take moments: giving the connection back and taking one again would cost
 # more than holding it.
 LONG_TRANSFER_BYTES = 8 * 1024 * 1024
