@@ -40,6 +40,11 @@ class Audit:
         detail = "unexpected error" if unexpected else gateway_error.message
         self._write(outcome=outcome, detail=detail, nbytes=None, file_id=None)
 
+    def rolled_back(self) -> None:
+        """The transaction that wrote the success event rolled back: it was never written, and a
+        failure escaping ``audited`` is recorded instead."""
+        self.is_written = False
+
     def _write(self, *, outcome: str, detail: str, nbytes: int | None, file_id: str | None) -> None:
         if self.is_written:
             return

@@ -126,11 +126,13 @@ def file_upload(
                 audit=audit,
             )
         except BaseException:
-            # Whatever failed, the bytes are not ours to charge: release the hold, and remove an
-            # upstream object that no record will ever point at.
-            quota_release(reservation=reservation)
+            # Whatever failed, the bytes are not ours to charge: remove an upstream object that no
+            # record will ever point at (first: that needs no database, which may be what failed),
+            # and release the hold. A success event written with the record went with it.
             if remote is not None:
                 _delete_orphan(provider, remote)
+            audit.rolled_back()
+            quota_release(reservation=reservation)
             raise
     return file_as_remote(file)
 

@@ -31,13 +31,15 @@ from tenants.services import (
 from tests.fakes import FakeProvider
 
 # Fake upstream servers (OpenAI, Azure OpenAI, Anthropic, Groq), the real object stores (moto's S3,
-# the GCS emulator), accounts of the storage-backed kinds on them, and their fixtures.
+# the GCS emulator), accounts of the storage-backed kinds on them, an account of every kind with the
+# books a fault must leave balanced, and their fixtures.
 pytest_plugins = [
     "tests.upstreams",
     "tests.upstream_anthropic",
     "tests.upstream_groq",
     "tests.object_stores",
     "tests.storage_kinds",
+    "tests.faults",
 ]
 
 # The SDKs must never find real credentials or config on this machine.

@@ -1,9 +1,10 @@
 """``bedrock`` and ``vertex`` accounts on the suite's real stores, and ways to look into their buckets.
 
 ``add_bedrock_account`` / ``add_vertex_account`` make an account on moto's S3 server / the GCS
-emulator (through ``GCSFront`` unless told otherwise); ``BucketView`` sees a bucket behind the
-gateway's back (object names, bytes, unfinished multipart uploads); ``CuttingProxy`` is a TCP relay
-that closes a connection once an answer has passed a number of bytes (a download cut midway).
+emulator (through ``GCSFront`` unless told otherwise); ``BucketView`` sees a bucket (or the
+``local`` kind's folder) behind the gateway's back (object names, bytes, unfinished multipart
+uploads); ``CuttingProxy`` is a TCP relay that closes a connection once an answer has passed a
+number of bytes (a download cut midway).
 Registered as a pytest plugin by ``tests/conftest.py``; the fixtures are at the bottom.
 """
 
@@ -14,6 +15,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -63,6 +65,15 @@ def gcs_view(bucket: storage.Bucket) -> BucketView:
     )
 
 
+def folder_view(root: Path) -> BucketView:
+    """The ``local`` kind's folder seen as a bucket: file paths under ``root`` are the object names."""
+    return BucketView(
+        names=lambda: sorted(str(path.relative_to(root)) for path in root.rglob("*") if path.is_file()),
+        read=lambda name: (root / name).read_bytes(),
+        remove=lambda name: (root / name).unlink(),
+    )
+
+
 def add_bedrock_account(
     tenant: Tenant, moto: MotoS3, bucket: str, *, name: str = "bedrock", **settings: str
 ) -> ProviderAccount:
@@ -100,7 +111,7 @@ class StorageKind:
     kind: str
     account: ProviderAccount
     bucket: BucketView
-    model: str  # a model the kind's rewriter knows
+    model: str  # a model the kind's rewriter knows ("" for ``local``, which rewrites nothing)
 
     @property
     def name(self) -> str:
@@ -204,9 +215,15 @@ def vertex(tenant_a: Tenant, gcs_front: GCSFront, gcs_bucket: str, gcs_admin_buc
     return StorageKind(kind="vertex", account=account, bucket=gcs_view(gcs_admin_bucket), model=VERTEX_MODEL)
 
 
+@pytest.fixture
+def local(tenant_a: Tenant, data_dir: Path) -> StorageKind:
+    """tenant_a's default account, of the ``local`` kind (files under the test's DATA_DIR)."""
+    return StorageKind(kind="local", account=tenant_a.account, bucket=folder_view(data_dir / "files"), model="")
+
+
 @pytest.fixture(params=["bedrock", "vertex"])
 def storage_kind(request: pytest.FixtureRequest) -> StorageKind:
-    """Each of the two kinds in turn."""
+    """Each of the two kinds on an object store in turn (``indirect`` parametrisation can add ``local``)."""
     return request.getfixturevalue(request.param)
 
 
