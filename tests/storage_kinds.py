@@ -140,10 +140,12 @@ def parts_counter(request: pytest.FixtureRequest, kind: StorageKind) -> Callable
 @dataclass
 class CuttingProxy:
     """A TCP relay on 127.0.0.1 to a server's port. ``cut_answers_after(n)``: from then on, the
-    connection whose answer bytes (counted over all connections) pass ``n`` is closed there."""
+    connection whose answer bytes (counted over all connections) pass ``n`` is closed there (the
+    first ``times`` such connections only, when ``times`` is given)."""
 
     target_port: int
     cut_after: int | None = None
+    times: int | None = None
     passed: int = 0
     cuts: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -162,9 +164,9 @@ class CuttingProxy:
     def stop(self) -> None:
         self.listener.close()
 
-    def cut_answers_after(self, nbytes: int) -> None:
+    def cut_answers_after(self, nbytes: int, *, times: int | None = None) -> None:
         with self.lock:
-            self.cut_after, self.passed = nbytes, 0
+            self.cut_after, self.passed, self.times = nbytes, 0, times
 
     def _accept(self) -> None:
         while True:
@@ -197,6 +199,8 @@ class CuttingProxy:
                 self.passed += size
                 return None
             room, self.passed, self.cuts = self.cut_after - self.passed, self.cut_after, self.cuts + 1
+            if self.times is not None and self.cuts >= self.times:
+                self.cut_after = None
             return room
 
 

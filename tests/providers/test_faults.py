@@ -1,8 +1,10 @@
-"""Upstream faults seen through the gateway: each ends with the right error, no stray record, exact usage.
+"""Upstream faults seen through the gateway: each ends with the right error and the books balanced
+(``tests/faults.py``: no stray record or upstream file, exact usage, nothing held).
 
 Every test runs against each kind with a Files API of its own (OpenAI, Azure OpenAI, Anthropic, Groq).
 What a kind accepts differs: Groq keeps batch files only (``payload`` makes one), and Anthropic never
-lets uploaded files be downloaded (``readable_file`` makes one as its tools would)."""
+lets uploaded files be downloaded (``readable_file`` makes one as its tools would). The gateway's own
+database failing after the upstream stored a file is in ``test_database_faults.py``."""
 
 from __future__ import annotations
 
@@ -15,19 +17,19 @@ import pytest
 
 from config.errors import UpstreamError
 from files_api.models import AuditEvent, File
-from tenants.models import Organization, QuotaReservation
+from tenants.models import Organization, ProviderAccount, QuotaReservation
 from tests.conftest import Tenant, batch_file, batch_line, upload
+from tests.faults import HTTP_KINDS, assert_books_balanced, upstream_books
 from tests.upstream_server import FakeServer
 from tests.upstreams import add_upstream_account
 
 MiB = 1024 * 1024
-KINDS = {"openai": "fake_openai", "azure_openai": "fake_azure", "anthropic": "fake_anthropic", "groq": "fake_groq"}
 
 
-@pytest.fixture(params=list(KINDS))
+@pytest.fixture(params=list(HTTP_KINDS))
 def upstream(request: pytest.FixtureRequest, tenant_a: Tenant) -> FakeServer:
     """A fake upstream of each kind, with an account of tenant_a named ``up`` on it."""
-    server = request.getfixturevalue(KINDS[request.param])
+    server = request.getfixturevalue(HTTP_KINDS[request.param])
     add_upstream_account(tenant_a, server, name="up")
     return server
 
@@ -55,10 +57,16 @@ def assert_error(response: Any, status: int, error_type: str, code: str | None) 
     assert (error["type"], error["code"]) == (error_type, code)
 
 
+def assert_balanced(tenant: Tenant, server: FakeServer, *, orphans: tuple[str, ...] = ()) -> None:
+    """The books of the ``up`` account balance (``tests.faults.assert_books_balanced``)."""
+    account = ProviderAccount.objects.get(organization=tenant.org, name="up")
+    assert_books_balanced(upstream_books(tenant, server, account), orphans=orphans)
+
+
 def assert_nothing_recorded(tenant: Tenant, server: FakeServer) -> None:
     assert not File.objects.filter(organization=tenant.org).exists()
-    assert_usage(tenant.org, 0)
     assert server.files == {}
+    assert_balanced(tenant, server)
 
 
 def free_port() -> int:
@@ -179,6 +187,7 @@ def test_a_connection_reset_midway_through_a_download_ends_the_stream_with_an_er
     assert File.objects.filter(public_id=file_id, deleted_at__isnull=True).exists() is is_recorded
     assert_usage(tenant_a.org, len(content) if is_recorded else 0)
     assert file_id in upstream.files
+    assert_balanced(tenant_a, upstream, orphans=() if is_recorded else (file_id,))  # Anthropic's: made outside
 
 
 def test_a_download_cut_off_is_never_complete_for_an_http_client(live_server, tenant_a, fake_openai):
@@ -240,6 +249,7 @@ def test_a_failed_delete_keeps_the_record_and_the_charge(tenant_a, upstream, set
     assert tenant_a.client.delete(f"/v1/files/{file_id}").json()["deleted"] is True
     assert File.objects.get(public_id=file_id).deleted_at is not None
     assert_usage(tenant_a.org, 0)
+    assert_balanced(tenant_a, upstream)
 
 
 def test_a_file_already_gone_upstream_is_deleted_and_released(tenant_a, upstream):

@@ -1,10 +1,19 @@
-"""Store faults seen through the gateway, for ``bedrock`` (moto) and ``vertex`` (the GCS emulator):
-each ends with the right error, no stray record or object, and exact usage."""
+"""Store faults seen through the gateway, for ``bedrock`` (moto), ``vertex`` (the GCS emulator) and,
+where the fault exists on a disk, ``local``: each ends with the right error and the books balanced
+(``tests/faults.py``: no stray record or object, nothing unfinished, exact usage, nothing held).
+
+The disk's faults are made with public means: the account's folder is not a folder (a file took
+its place), and the disk fills midway through a file (``RLIMIT_FSIZE``: writes past the limit fail
+with ``EFBIG``, as they fail with ``ENOSPC`` on a full disk; Python ignores ``SIGXFSZ``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import resource
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +23,7 @@ from files_api.models import File
 from tenants.models import Organization, ProviderAccount, QuotaReservation
 from tenants.services import provider_account_save, provider_for
 from tests.conftest import Tenant, upload
+from tests.faults import assert_books_balanced, assert_error, storage_books
 from tests.object_stores import (
     MIB,
     GCSFront,
@@ -34,20 +44,15 @@ def quick_failures(settings: Any) -> None:
     settings.UPSTREAM_TIMEOUT_SECONDS = 1
 
 
-def assert_error(response: Any, status: int, code: str) -> None:
-    assert response.status_code == status, response.content
-    assert response.json()["error"]["code"] == code
-
-
 def assert_usage(tenant: Tenant, used_bytes: int) -> None:
     org = Organization.objects.get(pk=tenant.org.pk)
     assert (org.used_bytes, org.reserved_bytes) == (used_bytes, 0)
     assert not QuotaReservation.objects.filter(organization=org).exists()
 
 
-def point_at(account: ProviderAccount, endpoint: str) -> None:
-    """Move the account to another endpoint, as an operator would in admin."""
-    account.settings = {**account.settings, "endpoint_url": endpoint}
+def point_at(account: ProviderAccount, endpoint: str, *, setting: str = "endpoint_url") -> None:
+    """Move the account to another endpoint (or folder), as an operator would in admin."""
+    account.settings = {**account.settings, setting: endpoint}
     provider_account_save(account)
 
 
@@ -74,9 +79,28 @@ def test_a_store_that_cannot_be_reached_or_does_not_answer_changes_nothing(
     assert [file.public_id for file in File.objects.filter(deleted_at__isnull=True)] == [kept]
     assert_usage(tenant_a, 4)
     point_at(storage_kind.account, working)
+    assert_books_balanced(storage_books(tenant_a, storage_kind))
     assert tenant_a.client.delete(f"/v1/files/{kept}").json()["deleted"] is True
     assert_usage(tenant_a, 0)
     assert (storage_kind.bucket.names(), storage_kind.bucket.unfinished()) == ([], [])
+
+
+@pytest.mark.parametrize("storage_kind", ["local"], indirect=True)
+def test_a_folder_that_is_not_a_folder_cannot_be_written_and_changes_nothing(
+    tenant_a: Tenant, storage_kind: StorageKind, tmp_path: Path
+) -> None:
+    kept = upload(tenant_a.client, b"kept", account=storage_kind.name).json()["id"]
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_bytes(b"a file where the account's folder should be")
+    point_at(storage_kind.account, str(blocker), setting="path")
+    response = upload(tenant_a.client, numbered_bytes(MIB), account=storage_kind.name)
+    assert_error(response, 503, "upstream_unavailable")
+    assert "cannot be written" in response.json()["error"]["message"]
+    assert blocker.read_bytes() == b"a file where the account's folder should be"
+    point_at(storage_kind.account, "", setting="path")  # back to DATA_DIR/files
+    assert [file.public_id for file in File.objects.filter(deleted_at__isnull=True)] == [kept]
+    assert_usage(tenant_a, 4)
+    assert_books_balanced(storage_books(tenant_a, storage_kind))
 
 
 def test_refused_store_credentials_are_a_403_that_leaves_nothing(
@@ -97,16 +121,26 @@ def test_refused_store_credentials_are_a_403_that_leaves_nothing(
     assert_error(response, 403, "upstream_authentication_failed")
     assert "WWW-Authenticate" not in response
     assert not File.objects.exists()
-    assert_usage(tenant_a, 0)
-    assert storage_kind.bucket.names() == []
+    assert_books_balanced(storage_books(tenant_a, storage_kind))
 
 
-def fail_midway(request: pytest.FixtureRequest, kind: StorageKind, tenant: Tenant) -> str:
-    """An account of ``kind`` whose store fails once the first 8 MiB part (or chunk) is in; returns its name."""
+@contextmanager
+def failing_midway(request: pytest.FixtureRequest, kind: StorageKind, tenant: Tenant) -> Iterator[str]:
+    """An account of ``kind`` whose store fails, within the block, once the first 8 MiB part (or
+    chunk) is in, or the disk fills after 8 MiB (``local``); yields the account's name."""
+    if kind.kind == "local":
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8 * MIB, hard))
+        try:
+            yield kind.name
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        return
     if kind.kind == "vertex":
         front: GCSFront = request.getfixturevalue("gcs_front")
         front.fail(lambda method, path, query: method == "PUT" and "upload_id" in query, 503, passes=1)
-        return kind.name
+        yield kind.name
+        return
     # The account's IAM user loses the right to write once its first part has gone out.
     moto: MotoS3 = request.getfixturevalue("moto_s3")
     key_id, secret = moto.new_user("loses-write", allow("s3:*"))
@@ -127,25 +161,34 @@ def fail_midway(request: pytest.FixtureRequest, kind: StorageKind, tenant: Tenan
             moto.client("iam").put_user_policy(UserName="loses-write", PolicyName="deny", PolicyDocument=policy)
 
     provider_for(account).store.client.meta.events.register("provide-client-params.s3.UploadPart", on_part)
-    return account.name
+    yield account.name
 
 
-EXPECTED_MIDWAY = {"bedrock": (403, "upstream_authentication_failed"), "vertex": (502, "upstream_error")}
+EXPECTED_MIDWAY = {
+    "bedrock": (403, "upstream_authentication_failed"),
+    "vertex": (502, "upstream_error"),
+    "local": (503, "upstream_unavailable"),
+}
 
 
+@pytest.mark.parametrize("storage_kind", ["bedrock", "vertex", "local"], indirect=True)
 def test_a_store_failure_midway_through_an_upload_leaves_nothing(
     request: pytest.FixtureRequest, tenant_a: Tenant, storage_kind: StorageKind
 ) -> None:
-    account = fail_midway(request, storage_kind, tenant_a)
-    response = upload(tenant_a.client, numbered_bytes(20 * MIB), account=account)
+    content = numbered_bytes(20 * MIB)
+    with failing_midway(request, storage_kind, tenant_a) as account:
+        response = upload(tenant_a.client, content, account=account)
     assert_error(response, *EXPECTED_MIDWAY[storage_kind.kind])
+    if storage_kind.kind == "local":
+        assert response.json()["error"]["message"] == "The local file store cannot be written: File too large."
     assert not File.objects.exists()
-    assert_usage(tenant_a, 0)
     assert (storage_kind.bucket.names(), storage_kind.bucket.unfinished()) == ([], [])
+    assert_books_balanced(storage_books(tenant_a, storage_kind))
 
 
 def cut_download(request: pytest.FixtureRequest, kind: StorageKind, tenant: Tenant) -> tuple[str, Any]:
-    """An account of ``kind`` and a way to make its store fail the next download after some megabytes."""
+    """An account of ``kind`` and a way to make its store fail the next download after some megabytes
+    (once: later answers pass whole)."""
     if kind.kind == "vertex":
         front: GCSFront = request.getfixturevalue("gcs_front")
         # The second 8 MiB range fails: the first megabytes have reached the client by then.
@@ -157,7 +200,7 @@ def cut_download(request: pytest.FixtureRequest, kind: StorageKind, tenant: Tena
     account = add_bedrock_account(
         tenant, moto, request.getfixturevalue("s3_bucket"), name="cut", endpoint_url=proxy.url
     )
-    return account.name, lambda: proxy.cut_answers_after(3 * MIB)
+    return account.name, lambda: proxy.cut_answers_after(3 * MIB, times=1)
 
 
 def test_a_store_failure_midway_through_a_download_ends_the_stream_with_an_error(
@@ -177,3 +220,5 @@ def test_a_store_failure_midway_through_a_download_ends_the_stream_with_an_error
     assert content.startswith(received)
     assert File.objects.get(public_id=file_id).deleted_at is None
     assert_usage(tenant_a, len(content))
+    on_bucket = dataclasses.replace(storage_kind, account=ProviderAccount.objects.get(name=account))
+    assert_books_balanced(storage_books(tenant_a, on_bucket))
