@@ -13,10 +13,12 @@ import json
 import resource
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.awsrequest import AWSResponse
 
 from config.errors import UpstreamError
 from files_api.models import File
@@ -83,6 +85,60 @@ def test_a_store_that_cannot_be_reached_or_does_not_answer_changes_nothing(
     assert tenant_a.client.delete(f"/v1/files/{kept}").json()["deleted"] is True
     assert_usage(tenant_a, 0)
     assert (storage_kind.bucket.names(), storage_kind.bucket.unfinished()) == ([], [])
+
+
+# What the store answers a write, for each kind: a server error, and "slow down".
+STORE_ANSWERS = {
+    "error": {"bedrock": (500, "InternalError"), "vertex": (500, "")},
+    "throttled": {"bedrock": (503, "SlowDown"), "vertex": (429, "")},
+}
+
+
+def store_answers(request: pytest.FixtureRequest, kind: StorageKind, answer: str) -> None:
+    """Make the kind's store answer every write (not reads or listings) with ``STORE_ANSWERS[answer]``.
+
+    GCS: ``GCSFront`` answers instead of the emulator. S3: the account's own client is handed the
+    answer by a ``before-send`` handler (botocore's documented way to answer a request in its place).
+    """
+    status, code = STORE_ANSWERS[answer][kind.kind]
+    if kind.kind == "vertex":
+        front: GCSFront = request.getfixturevalue("gcs_front")
+        front.fail(lambda method, path, query: method in ("POST", "PUT") and path.startswith("/upload/"), status)
+        return
+    body = f"<Error><Code>{code}</Code><Message>Please reduce your request rate.</Message></Error>".encode()
+
+    def answer_instead(request: Any, **_: Any) -> AWSResponse:
+        return AWSResponse(request.url, status, {"Content-Type": "application/xml"}, RawBody(body))
+
+    events = provider_for(kind.account).store.client.meta.events
+    for operation in ("PutObject", "CreateMultipartUpload"):
+        events.register(f"before-send.s3.{operation}", answer_instead)
+
+
+@dataclass
+class RawBody:
+    """The raw body botocore reads an ``AWSResponse`` from (its ``stream()``)."""
+
+    content: bytes
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self.content
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "code"),
+    [("error", 502, "upstream_error"), ("throttled", 429, "rate_limit_exceeded")],
+)
+def test_a_store_that_answers_a_write_with_an_error_or_slow_down_changes_nothing(
+    request: pytest.FixtureRequest, tenant_a: Tenant, storage_kind: StorageKind, answer: str, status: int, code: str
+) -> None:
+    kept = upload(tenant_a.client, b"kept", account=storage_kind.name).json()["id"]
+    store_answers(request, storage_kind, answer)
+    response = upload(tenant_a.client, numbered_bytes(3000), account=storage_kind.name)
+    assert_error(response, status, code)
+    assert [file.public_id for file in File.objects.filter(deleted_at__isnull=True)] == [kept]
+    assert_books_balanced(storage_books(tenant_a, storage_kind))
+    assert tenant_a.client.get(f"/v1/files/{kept}/content").status_code == 200  # reads still work
 
 
 @pytest.mark.parametrize("storage_kind", ["local"], indirect=True)
