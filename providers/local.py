@@ -113,6 +113,7 @@ class FolderStore:
         try:
             handle = self.storage.open(name, "rb")
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            self._require_root()
             raise FileNotFound("No such File object.", param="id") from None
         except OSError as exc:
             raise UpstreamUnavailable(f"The local file store cannot be read: {exc.strerror}.") from exc
@@ -123,12 +124,19 @@ class FolderStore:
         """See ``Store.delete``: ``False`` if the file was already missing."""
         name = self._name(key)
         if not os.path.isfile(self.storage.path(name)):
+            self._require_root()
             return False
         try:
             self.storage.delete(name)
         except OSError as exc:
             raise UpstreamUnavailable(f"The local file store cannot be written: {exc.strerror}.") from exc
         return True
+
+    def _require_root(self) -> None:
+        """``UpstreamUnavailable`` if the root folder itself is gone (an unmounted volume, say): its
+        files are not missing but out of reach, and must not be forgotten or reported deleted."""
+        if not self.root.is_dir():
+            raise UpstreamUnavailable("The local file store's folder is not there; its files cannot be reached.")
 
     def iter_objects(self, prefix: str) -> Iterator[StoredObject]:
         """See ``Store.iter_objects``: files (not links) whose key starts with ``prefix``, in key order."""

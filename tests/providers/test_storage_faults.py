@@ -159,6 +159,27 @@ def test_a_folder_that_is_not_a_folder_cannot_be_written_and_changes_nothing(
     assert_books_balanced(storage_books(tenant_a, storage_kind))
 
 
+@pytest.mark.parametrize("storage_kind", ["local"], indirect=True)
+def test_a_folder_out_of_reach_is_a_503_for_reads_and_deletes_and_forgets_nothing(
+    tenant_a: Tenant, storage_kind: StorageKind, tmp_path: Path
+) -> None:
+    """An unmounted volume: the files are out of reach, not gone. Nothing is forgotten or released,
+    and once the folder is back everything works."""
+    kept = upload(tenant_a.client, b"kept", account=storage_kind.name).json()["id"]
+    away = tmp_path / "unmounted"
+    point_at(storage_kind.account, str(away), setting="path")
+    assert_error(tenant_a.client.get(f"/v1/files/{kept}/content"), 503, "upstream_unavailable")
+    assert_error(tenant_a.client.delete(f"/v1/files/{kept}"), 503, "upstream_unavailable")
+    assert File.objects.get(public_id=kept).deleted_at is None
+    assert File.objects.get(public_id=kept).missing_since is None
+    assert_usage(tenant_a, 4)
+    point_at(storage_kind.account, "", setting="path")  # the volume is back
+    assert b"".join(tenant_a.client.get(f"/v1/files/{kept}/content").streaming_content) == b"kept"
+    assert_books_balanced(storage_books(tenant_a, storage_kind))
+    assert tenant_a.client.delete(f"/v1/files/{kept}").json()["deleted"] is True
+    assert_usage(tenant_a, 0)
+
+
 def test_refused_store_credentials_are_a_403_that_leaves_nothing(
     request: pytest.FixtureRequest, tenant_a: Tenant, storage_kind: StorageKind
 ) -> None:
