@@ -222,11 +222,13 @@ def build_request(host: str, port: int, method: str, path: str, headers: dict[st
 def build_upload(
     host: str, port: int, path: str, *, headers: dict[str, str], filename: str, content: bytes, purpose: str
 ) -> bytes:
-    """A small file's upload as the SDK sends it (``purpose``, then ``file``), built in memory."""
+    """A small file's upload as the SDK sends it (``purpose``, then ``file``), built in memory; an
+    empty ``purpose`` sends the file alone."""
     boundary = "bench" + secrets.token_hex(12)
+    purpose_part = f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n{purpose}\r\n'
     body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n{purpose}\r\n'
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        (purpose_part if purpose else "")
+        + f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
         "Content-Type: application/octet-stream\r\n\r\n"
     ).encode()
     body += content + f"\r\n--{boundary}--\r\n".encode()
