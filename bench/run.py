@@ -450,6 +450,8 @@ class Bench:
         for size in self.plan.upload_sizes:
             is_big = size == self.plan.big_size
             targets = list(self.targets.values()) if is_big else self.full_targets()
+            if not targets:
+                continue
             seconds: dict[str, list[float]] = {target.name: [] for target in targets}
             samples: dict[str, list[Sample]] = {target.name: [] for target in targets}
             for repeat in range(self.plan.repeats):
@@ -916,6 +918,10 @@ def machine_description(database_text: str, command: str, load_before: str, kind
 METHOD = [
     "Direct: the client sends the same requests straight to the kind's fake upstream, in the same run. "
     "For `local` (no upstream) the direct baseline is the OpenAI fake's, so its ratio includes the disk. "
+    "For `bedrock` and `vertex` it is the client going straight to the bucket (moto's S3 server, the GCS "
+    "emulator) with boto3 / google-cloud-storage, and the Direct CPU column is the store's process. "
+    "`anthropic`, `groq`, `bedrock` and `vertex` measure only the big transfers and the retrieves "
+    "(bench/README.md); `groq` sends batch JSONL, and `anthropic` downloads a file its tools would make. "
     "In CPU rows the Direct column is the upstream's own process serving the direct requests; the Gateway "
     "column is all gunicorn processes (master and workers).",
     "Memory: summed RSS of the gunicorn master and workers sampled every 50 ms, peak minus the value "
