@@ -530,6 +530,8 @@ class Bench:
         )
 
     def concurrent_uploads(self) -> None:
+        if not self.full_targets():
+            return  # only reduced kinds measured
         count, size = self.plan.concurrent_count, self.plan.concurrent_size
         figures: dict[str, float] = {}
         samples: dict[str, list[Sample]] = {}
@@ -804,6 +806,8 @@ class Bench:
         return burst
 
     def small_uploads(self, *, report: bool = True) -> None:
+        if not self.small_targets:
+            return  # only reduced kinds measured
         for target in self.small_targets.values():
             self.small_files[target.name] = self.small_burst(target)
         count, size = self.plan.small_files, self.plan.small_size
@@ -840,6 +844,8 @@ class Bench:
 
     def lists(self) -> None:
         """The small-files organisation lists all its files (the SDK's ``files.list()``), one at a time."""
+        if not self.small_targets:
+            return  # only reduced kinds measured
         if not self.small_files:
             self.small_uploads(report=False)
         count, requests = self.plan.small_files, self.plan.list_requests
