@@ -242,9 +242,12 @@ def test_an_object_store_reads_back_what_was_stored(tmp_path: Path, gcs_emulator
     content = os.urandom(9 * 1024 * 1024 + 5)  # two resumable chunks
     (tmp_path / "in.bin").write_bytes(content)
 
-    store.upload(tmp_path / "in.bin", "direct/in.bin")
-    run_ = store.latency("direct/in.bin", 20, 4)
+    try:
+        store.upload(tmp_path / "in.bin", "direct/in.bin")
+        run_ = store.latency("direct/in.bin", 20, 4)
 
-    assert store.read_back("direct/in.bin") == (len(content), zlib.crc32(content))
-    assert store.head("direct/in.bin") == len(content)
-    assert (len(run_.seconds), run_.errors) == (20, 0)
+        assert store.read_back("direct/in.bin") == (len(content), zlib.crc32(content))
+        assert store.head("direct/in.bin") == len(content)
+        assert (len(run_.seconds), run_.errors) == (20, 0)
+    finally:
+        store.handle.delete(force=True)  # the emulator is the session's: leave it as it was
