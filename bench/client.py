@@ -39,12 +39,15 @@ class Download:
 def upload(
     host: str, port: int, path: str, file_path: Path, *, headers: dict[str, str], purpose: str = "assistants"
 ) -> Upload:
-    """POST ``file_path`` as the SDK does (``purpose`` first, then ``file``); time until the response is read."""
+    """POST ``file_path`` as the SDK does (``purpose`` first, then ``file``); time until the response is read.
+
+    An empty ``purpose`` sends the file alone (Anthropic's upload takes no other field)."""
     boundary = "bench" + secrets.token_hex(12)
     size = file_path.stat().st_size
+    purpose_part = f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n{purpose}\r\n'
     head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n{purpose}\r\n'
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{file_path.name}"\r\n'
+        (purpose_part if purpose else "")
+        + f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{file_path.name}"\r\n'
         "Content-Type: application/octet-stream\r\n\r\n"
     ).encode()
     tail = f"\r\n--{boundary}--\r\n".encode()
@@ -101,6 +104,18 @@ def request_json(host: str, port: int, method: str, path: str, *, headers: dict[
         conn.request(method, path, headers=headers)
         response = conn.getresponse()
         return response.status, json.loads(response.read() or b"{}")
+    finally:
+        conn.close()
+
+
+def status_of(host: str, port: int, path: str) -> int:
+    """The status of ``GET path`` (whatever the body: the object stores answer XML or HTML)."""
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        response.read()
+        return response.status
     finally:
         conn.close()
 
@@ -207,11 +222,13 @@ def build_request(host: str, port: int, method: str, path: str, headers: dict[st
 def build_upload(
     host: str, port: int, path: str, *, headers: dict[str, str], filename: str, content: bytes, purpose: str
 ) -> bytes:
-    """A small file's upload as the SDK sends it (``purpose``, then ``file``), built in memory."""
+    """A small file's upload as the SDK sends it (``purpose``, then ``file``), built in memory; an
+    empty ``purpose`` sends the file alone."""
     boundary = "bench" + secrets.token_hex(12)
+    purpose_part = f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n{purpose}\r\n'
     body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n{purpose}\r\n'
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        (purpose_part if purpose else "")
+        + f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
         "Content-Type: application/octet-stream\r\n\r\n"
     ).encode()
     body += content + f"\r\n--{boundary}--\r\n".encode()

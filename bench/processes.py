@@ -53,10 +53,9 @@ class Service:
             if self.process.poll() is not None:
                 raise BenchError(f"{self.name} exited with {self.process.returncode}; see {self.log_path}")
             try:
-                status, _ = client.request_json(HOST, self.port, "GET", path, headers={})
-                if status == 200:
+                if client.status_of(HOST, self.port, path) == 200:
                     return
-            except (OSError, ValueError):
+            except OSError:
                 pass
             time.sleep(0.1)
         raise BenchError(f"{self.name} did not answer {path} within {timeout:.0f}s; see {self.log_path}")

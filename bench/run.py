@@ -42,16 +42,20 @@ sys.path.insert(0, str(BENCH_DIR))
 import client  # noqa: E402
 import database  # noqa: E402
 import deployment  # noqa: E402
+import stores  # noqa: E402
 import upstream  # noqa: E402
-from kinds import DEFAULT_KINDS, KINDS, OPENAI_API, Api, Kind  # noqa: E402
+from kinds import BUCKET, DEFAULT_KINDS, KINDS, OPENAI_API, Kind  # noqa: E402
 from processes import HOST, BenchError, Sample, Service, free_port, sampled  # noqa: E402
 from report import DETAIL, HEADLINE, LARGE, Results, render, write  # noqa: E402
+from stores import ObjectStore  # noqa: E402
 
 MIB = 1024 * 1024
 GB = 1e9
 PYTHON = sys.executable
 GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
 CONCURRENCY = 16  # issue 14's "at c=16": retrieves and small uploads
+# The organisations' batch file limit: the bench uploads batch files of the plan's sizes (Groq's kind).
+BATCH_MAX_SIZE = 1024 * MIB
 
 
 @dataclass(frozen=True)
@@ -151,7 +155,7 @@ def account_key(role: str, kind: Kind) -> str:
 
 def make_tenant(env: dict[str, str], slug: str, kinds: list[Kind], fakes: dict[str, Service], role: str) -> str:
     """An organisation with one account per kind, named after the kind (``local`` the default); its API key."""
-    manage(env, "create_org", slug)
+    manage(env, "create_org", slug, "--batch-max-size", str(BATCH_MAX_SIZE))
     key = manage(env, "create_api_key", slug, "--name", "bench").strip().splitlines()[-1]
     for kind in kinds:
         settings = kind.account_settings(url=fakes[kind.fake].url, key=account_key(role, kind))
@@ -172,6 +176,29 @@ def make_input(path: Path, size: int) -> Path:
     return path
 
 
+def make_batch_input(path: Path, size: int, line_bytes: int = 4096) -> Path:
+    """A batch JSONL file of exactly ``size`` bytes: chat requests of about ``line_bytes`` each, with
+    distinct ``custom_id``s and random text, every line one the gateway's batch check accepts."""
+    if path.exists() and path.stat().st_size == size:
+        return path
+    template = (
+        '{{"custom_id":"request-{index:08d}","method":"POST","url":"/v1/chat/completions","body":'
+        '{{"model":"llama-3.1-8b-instant","messages":[{{"role":"user","content":"{text}"}}]}}}}\n'
+    )
+    overhead = len(template.format(index=0, text=""))
+    lines = max(1, size // line_bytes)
+    text_bytes = size - lines * overhead
+    if text_bytes < 0:
+        raise ValueError(f"{size} bytes cannot hold a batch line")
+    with open(path, "w") as out:
+        for index in range(lines):
+            length = text_bytes // lines + (text_bytes % lines if index == lines - 1 else 0)
+            out.write(template.format(index=index, text=os.urandom(length // 2 + 1).hex()[:length]))
+    if path.stat().st_size != size:
+        raise BenchError(f"{path.name}: {path.stat().st_size} bytes, not {size}")
+    return path
+
+
 @dataclass(frozen=True)
 class Target:
     """Where requests go: straight to a fake upstream (a ``direct`` target), or through the gateway for one kind."""
@@ -184,26 +211,46 @@ class Target:
     fake_port: int  # the fake that receives the bytes (unless the gateway stores them)
     fake_headers: dict[str, str]  # the key the fake files them under
     stores_bytes: bool = False
-    purpose: str = "assistants"
+    purpose: str = "assistants"  # "" sends no purpose field
     direct: str = ""  # for a gateway target: the name of its direct baseline
+    # The kind's object store: a direct target's uploads and downloads go straight to it; a gateway
+    # target's uploads are read back from it.
+    store: ObjectStore | None = None
+    reduced: bool = False  # measures only the big transfers and the retrieves (see bench/kinds.py)
+    batch_input: bool = False  # uploads batch JSONL
+    downloads: str = "upload"  # or "tool-file": a file the upstream made (Anthropic's)
 
     @property
     def is_direct(self) -> bool:
         return not self.direct
 
+    @property
+    def direct_to_store(self) -> bool:
+        return self.is_direct and self.store is not None
 
-def direct_name(api: Api) -> str:
-    return "direct" if api == OPENAI_API else f"direct-{api.name}"
+
+def direct_name(kind: Kind) -> str:
+    if kind.store:
+        return f"direct-{kind.store}"
+    return "direct" if kind.api == OPENAI_API else f"direct-{kind.api.name}"
 
 
 def make_targets(
-    kinds: list[Kind], fakes: dict[str, Service], gateway: Service, api_key: str, role: str
+    kinds: list[Kind],
+    fakes: dict[str, Service],
+    object_stores: dict[str, ObjectStore],
+    gateway: Service,
+    api_key: str,
+    role: str,
 ) -> dict[str, Target]:
-    """The direct baselines first (one per upstream API), then one gateway target per kind."""
+    """The direct baselines first (one per upstream API or object store), then one gateway target per kind.
+
+    A direct baseline is reduced when every kind measured against it is."""
     targets: dict[str, Target] = {}
     for kind in kinds:
-        fake, name = fakes[kind.fake], direct_name(kind.api)
+        fake, name = fakes[kind.fake], direct_name(kind)
         headers = kind.api.headers(f"sk-direct-{role}-{kind.api.name}")
+        reduced = all(other.reduced for other in kinds if direct_name(other) == name)
         targets[name] = Target(
             name=name,
             port=fake.port,
@@ -212,6 +259,11 @@ def make_targets(
             files_path=kind.api.files_path,
             fake_port=fake.port,
             fake_headers=headers,
+            purpose=kind.purpose if kind.api.sends_purpose else "",
+            store=object_stores.get(kind.store),
+            reduced=reduced,
+            batch_input=kind.batch_input,
+            downloads=kind.downloads,
         )
     for kind in kinds:
         targets[kind.name] = Target(
@@ -224,7 +276,11 @@ def make_targets(
             fake_headers=kind.api.headers(account_key(role, kind)),
             stores_bytes=kind.stores_bytes,
             purpose=kind.purpose,
-            direct=direct_name(kind.api),
+            direct=direct_name(kind),
+            store=object_stores.get(kind.store),
+            reduced=kind.reduced,
+            batch_input=kind.batch_input,
+            downloads=kind.downloads,
         )
     return targets
 
@@ -260,7 +316,8 @@ def ms(run: client.LatencyRun, pct: float) -> float:
 
 
 def check_upload(result: client.Upload, size: int, what: str) -> str:
-    if result.status != 200 or result.body.get("bytes") != size:
+    """The uploaded file's id, once the answer says it holds ``size`` bytes (Anthropic says ``size_bytes``)."""
+    if result.status != 200 or result.body.get("bytes", result.body.get("size_bytes")) != size:
         raise BenchError(f"{what}: status {result.status}, body {result.body}")
     return result.body["id"]
 
@@ -276,27 +333,51 @@ class SmallFiles:
 
 class Bench:
     def __init__(
-        self, plan: Plan, targets: dict[str, Target], small_targets: dict[str, Target], inputs: dict[int, Path]
+        self,
+        plan: Plan,
+        targets: dict[str, Target],
+        small_targets: dict[str, Target],
+        inputs: dict[int, Path],
+        batch_inputs: dict[int, Path],
     ) -> None:
         self.plan = plan
         self.targets = targets
-        self.small_targets = small_targets  # the same servers, another organisation and upstream keys
+        # The same servers, another organisation and upstream keys; the reduced kinds are not in it.
+        self.small_targets = small_targets
         self.inputs = inputs
-        self.crcs = {size: client.file_crc32(path) for size, path in inputs.items()}
+        self.batch_inputs = batch_inputs  # the same sizes as batch JSONL, for the kinds that take only that
+        self.crcs = {path: client.file_crc32(path) for path in [*inputs.values(), *batch_inputs.values()]}
         self.results = Results()
         self.big_ids: dict[str, str] = {}
         self.small_ids: dict[str, str] = {}
         self.small_files: dict[str, SmallFiles] = {}
+        self.storage_uris: dict[str, str] = {}  # by file id, for the kinds that keep files in an object store
+
+    def input_for(self, target: Target, size: int) -> Path:
+        return (self.batch_inputs if target.batch_input else self.inputs)[size]
+
+    def sent_crc(self, target: Target, size: int) -> int:
+        return self.crcs[self.input_for(target, size)]
 
     def log(self, message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
-    def gateway_targets(self) -> list[Target]:
-        return [target for target in self.targets.values() if not target.is_direct]
+    def gateway_targets(self, *, full_only: bool = False) -> list[Target]:
+        return [t for t in self.targets.values() if not t.is_direct and not (full_only and t.reduced)]
+
+    def full_targets(self) -> list[Target]:
+        """The targets measured on the whole plan (not the reduced kinds nor their direct baselines)."""
+        return [target for target in self.targets.values() if not target.reduced]
 
     def stored(self, target: Target, ids: list[str]) -> dict[str, tuple[int, int]]:
         """(bytes, CRC-32) of what the target's uploads delivered, by id: read back from the data folder
-        for a kind that stores the bytes, else as the fake received them under the target's key."""
+        for a kind that stores the bytes, from the bucket for a kind on an object store (a direct
+        upload's id is its object name), else as the fake received them under the target's key."""
+        if target.store is not None:
+            keys = {
+                file_id: file_id if target.is_direct else stores.key_of(self.storage_uris[file_id]) for file_id in ids
+            }
+            return {file_id: target.store.read_back(key) for file_id, key in keys.items()}
         if target.stores_bytes:
             paths = {file_id: next((WORK / "data" / "files").glob(f"*/{file_id}"), None) for file_id in ids}
             return {
@@ -322,12 +403,30 @@ class Bench:
             )
 
     def upload_once(self, target: Target, size: int) -> tuple[float, Sample, str]:
+        path = self.input_for(target, size)
+        if target.store is not None and target.is_direct:
+            key = f"direct/{secrets.token_hex(8)}/{path.name}"
+            with sampled(target.server_pid) as sample:
+                seconds = target.store.upload(path, key)
+            return seconds, sample, key
         with sampled(target.server_pid) as sample:
             result = client.upload(
-                HOST, target.port, target.files_path, self.inputs[size], headers=target.headers, purpose=target.purpose
+                HOST, target.port, target.files_path, path, headers=target.headers, purpose=target.purpose
             )
         file_id = check_upload(result, size, f"{target.name} upload of {size} bytes")
+        if target.store is not None:
+            if not str(result.body.get("storage_uri", "")).startswith(("s3://", "gs://")):
+                raise BenchError(f"{target.name} upload: no storage_uri in {result.body}")
+            self.storage_uris[file_id] = result.body["storage_uri"]
         return result.seconds, sample, file_id
+
+    def retrieve_latency(self, target: Target, total: int, concurrency: int) -> client.LatencyRun:
+        """``total`` retrieves of the target's small file; a direct object store answers metadata reads."""
+        if target.direct_to_store:
+            assert target.store is not None
+            return target.store.latency(self.small_ids[target.name], total, concurrency)
+        paths = [f"{target.files_path}/{self.small_ids[target.name]}"] * total
+        return client.latency(HOST, target.port, paths, headers=target.headers, concurrency=concurrency)
 
     def warm_up(self) -> None:
         """Each worker imports, connects and fills its pools before anything is timed."""
@@ -336,8 +435,7 @@ class Bench:
             for _ in range(6):
                 _, _, file_id = self.upload_once(target, size)
                 self.small_ids[target.name] = file_id
-            paths = [f"{target.files_path}/{self.small_ids[target.name]}"] * 200
-            run = client.latency(HOST, target.port, paths, headers=target.headers, concurrency=4)
+            run = self.retrieve_latency(target, 200, 4)
             if run.errors:
                 raise BenchError(f"{target.name}: {run.errors} failed retrieves during warm-up")
         for target in self.small_targets.values():
@@ -350,13 +448,17 @@ class Bench:
 
     def uploads(self) -> None:
         for size in self.plan.upload_sizes:
-            seconds: dict[str, list[float]] = {name: [] for name in self.targets}
-            samples: dict[str, list[Sample]] = {name: [] for name in self.targets}
+            is_big = size == self.plan.big_size
+            targets = list(self.targets.values()) if is_big else self.full_targets()
+            if not targets:
+                continue
+            seconds: dict[str, list[float]] = {target.name: [] for target in targets}
+            samples: dict[str, list[Sample]] = {target.name: [] for target in targets}
             for repeat in range(self.plan.repeats):
-                for target in self.targets.values():  # interleaved, so drift hits every target alike
+                for target in targets:  # interleaved, so drift hits every target alike
                     took, sample, file_id = self.upload_once(target, size)
                     if repeat == 0:
-                        self.verify_stored(target, {file_id: (size, self.crcs[size])})
+                        self.verify_stored(target, {file_id: (size, self.sent_crc(target, size))})
                     if size == self.plan.big_size:
                         self.big_ids[target.name] = file_id
                     seconds[target.name].append(took)
@@ -368,9 +470,8 @@ class Bench:
             rate = {name: mbps(size, statistics.median(values)) for name, values in seconds.items()}
             if any(target.stores_bytes for target in self.gateway_targets()):
                 self.disk_reference(size, rate)
-            for target in self.gateway_targets():
+            for target in self.gateway_targets(full_only=not is_big):
                 ratio = rate[target.name] / rate[target.direct]
-                is_big = size == self.plan.big_size
                 self.results.versus(
                     LARGE,
                     f"Upload {size // MIB} MiB, MB/s (median of {self.plan.repeats})",
@@ -429,10 +530,12 @@ class Bench:
         )
 
     def concurrent_uploads(self) -> None:
+        if not self.full_targets():
+            return  # only reduced kinds measured
         count, size = self.plan.concurrent_count, self.plan.concurrent_size
         figures: dict[str, float] = {}
         samples: dict[str, list[Sample]] = {}
-        for target in self.targets.values():
+        for target in self.full_targets():
             with sampled(target.server_pid) as sample, ThreadPoolExecutor(count) as pool:
                 started = time.perf_counter()
                 futures = [
@@ -441,7 +544,7 @@ class Bench:
                         HOST,
                         target.port,
                         target.files_path,
-                        self.inputs[size],
+                        self.input_for(target, size),
                         headers=target.headers,
                         purpose=target.purpose,
                     )
@@ -457,7 +560,7 @@ class Bench:
             f"{count} x {size // MIB} MiB concurrent: "
             + ", ".join(f"{n} +{samples[n][0].growth / MIB:.1f} MiB, {r:.0f} MB/s" for n, r in figures.items())
         )
-        for target in self.gateway_targets():
+        for target in self.gateway_targets(full_only=True):
             self.memory(
                 f"Peak RSS growth, {count} concurrent {size // MIB} MiB uploads, MiB", target, samples, limit_mib=128
             )
@@ -470,10 +573,28 @@ class Bench:
                 places=0,
             )
 
+    def tool_file(self, target: Target, size: int) -> str:
+        """A downloadable file of ``size`` bytes made at the fake under the target's upstream key, as
+        Anthropic's code execution tool makes one (uploads to Anthropic are never downloadable)."""
+        path = f"/_bench/anthropic-tool-file?bytes={size}"
+        status, body = client.request_json(HOST, target.fake_port, "POST", path, headers=target.fake_headers)
+        if status != 200 or body.get("downloadable") is not True:
+            raise BenchError(f"{target.name}: the fake's tool file answered {status}: {body}")
+        return body["id"]
+
+    def download_once(self, target: Target, file_id: str) -> client.Download:
+        if target.direct_to_store:
+            assert target.store is not None
+            return target.store.download(file_id)
+        path = f"{target.files_path}/{file_id}/content"
+        return client.download(HOST, target.port, path, headers=target.headers)
+
     def downloads(self) -> None:
         size = self.plan.big_size
         for target in self.targets.values():
-            if target.name not in self.big_ids:
+            if target.downloads == "tool-file":
+                self.big_ids[target.name] = self.tool_file(target, size)
+            elif target.name not in self.big_ids:
                 self.big_ids[target.name] = self.upload_once(target, size)[2]
         seconds: dict[str, list[float]] = {name: [] for name in self.targets}
         samples: dict[str, list[Sample]] = {name: [] for name in self.targets}
@@ -481,12 +602,12 @@ class Bench:
         pattern_crc = upstream.pattern_crc32(size)
         for _ in range(self.plan.repeats):
             for target in self.targets.values():
-                path = f"{target.files_path}/{self.big_ids[target.name]}/content"
                 client_started = time.thread_time()
                 with sampled(target.server_pid) as sample:
-                    result = client.download(HOST, target.port, path, headers=target.headers)
+                    result = self.download_once(target, self.big_ids[target.name])
                 client_cpu[target.name].append(time.thread_time() - client_started)
-                expected = self.crcs[size] if target.stores_bytes else pattern_crc
+                keeps_bytes = target.stores_bytes or target.store is not None
+                expected = self.sent_crc(target, size) if keeps_bytes else pattern_crc
                 if result.status != 200 or result.nbytes != size or result.crc32 != expected:
                     raise BenchError(f"{target.name} download: status {result.status}, {result.nbytes} bytes")
                 seconds[target.name].append(result.seconds)
@@ -515,6 +636,12 @@ class Bench:
                 f"{statistics.median(client_cpu[target.name]):.2f} s through the gateway, "
                 f"{statistics.median(client_cpu[target.direct]):.2f} s direct."
             )
+            if target.downloads == "tool-file":
+                self.results.notes.append(
+                    f"`{target.name}` downloads a file the fake made as Anthropic's code execution tool does (its "
+                    "own key's, unknown to the gateway, which looks it up on the account): Anthropic never lets "
+                    "an uploaded file be downloaded."
+                )
 
     # --- small requests ---------------------------------------------------------------------------
 
@@ -522,7 +649,9 @@ class Bench:
         """The server's floor: /healthz (no DRF, no database) through gunicorn and Django's middleware."""
         total = self.plan.latency_requests
         figures = {}
-        gateway = self.gateway_targets()[0]
+        gateway = next((t for t in self.gateway_targets() if not self.targets[t.direct].direct_to_store), None)
+        if gateway is None:
+            return  # only object stores measured: no HTTP server of the bench's own to compare with
         direct = self.targets[gateway.direct]
         for name, target in (("direct", direct), ("gateway", gateway)):
             client.latency(HOST, target.port, ["/healthz"] * (total // 10), headers={}, concurrency=1)
@@ -546,15 +675,16 @@ class Bench:
         total = self.plan.latency_requests
         runs = {}
         for target in self.targets.values():
-            paths = [f"{target.files_path}/{self.small_ids[target.name]}"] * total
-            client.latency(HOST, target.port, paths[: total // 10], headers=target.headers, concurrency=concurrency)
+            self.retrieve_latency(target, total // 10, concurrency)
             with sampled(target.server_pid) as sample:
-                run = client.latency(HOST, target.port, paths, headers=target.headers, concurrency=concurrency)
+                run = self.retrieve_latency(target, total, concurrency)
             if run.errors:
                 raise BenchError(f"{target.name}: {run.errors} of {total} retrieves failed")
-            status, body = client.request_json(HOST, target.port, "GET", paths[0], headers=target.headers)
-            if status != 200 or body.get("id") != self.small_ids[target.name]:
-                raise BenchError(f"{target.name} retrieve: status {status}, body {body}")
+            if not target.direct_to_store:  # a store's metadata reads check the size themselves
+                path = f"{target.files_path}/{self.small_ids[target.name]}"
+                status, body = client.request_json(HOST, target.port, "GET", path, headers=target.headers)
+                if status != 200 or body.get("id") != self.small_ids[target.name]:
+                    raise BenchError(f"{target.name} retrieve: status {status}, body {body}")
             runs[target.name] = (run, sample)
         self.log(
             f"retrieve c{concurrency}: "
@@ -585,7 +715,7 @@ class Bench:
                 target.name,
                 direct=f"{ms(d1, 50):.2f}",
                 gateway=f"{ms(g1, 50):.2f}",
-                ratio=f"+{overhead:.2f} ms",
+                ratio=f"{overhead:+.2f} ms",
                 target="<= direct + 1 ms",
                 met=overhead <= 1.0,
             )
@@ -676,6 +806,8 @@ class Bench:
         return burst
 
     def small_uploads(self, *, report: bool = True) -> None:
+        if not self.small_targets:
+            return  # only reduced kinds measured
         for target in self.small_targets.values():
             self.small_files[target.name] = self.small_burst(target)
         count, size = self.plan.small_files, self.plan.small_size
@@ -685,7 +817,7 @@ class Bench:
         )
         if not report:
             return
-        for target in self.gateway_targets():
+        for target in self.gateway_targets(full_only=True):
             direct, gateway = self.small_files[target.direct], self.small_files[target.name]
             ratio = gateway.run.requests_per_second / direct.run.requests_per_second
             self.results.versus(
@@ -712,6 +844,8 @@ class Bench:
 
     def lists(self) -> None:
         """The small-files organisation lists all its files (the SDK's ``files.list()``), one at a time."""
+        if not self.small_targets:
+            return  # only reduced kinds measured
         if not self.small_files:
             self.small_uploads(report=False)
         count, requests = self.plan.small_files, self.plan.list_requests
@@ -729,7 +863,7 @@ class Bench:
                 raise BenchError(f"{target.name} list: status {status}, {len(listed)} files, not the {count} uploaded")
             runs[target.name] = (run, sample)
         self.log("list: " + ", ".join(f"{n} p50 {ms(r, 50):.2f} ms" for n, (r, _) in runs.items()))
-        for target in self.gateway_targets():
+        for target in self.gateway_targets(full_only=True):
             (direct, direct_sample), (gateway, gateway_sample) = runs[target.direct], runs[target.name]
             ratio = ms(gateway, 50) / ms(direct, 50)
             self.results.versus(
@@ -790,6 +924,10 @@ def machine_description(database_text: str, command: str, load_before: str, kind
 METHOD = [
     "Direct: the client sends the same requests straight to the kind's fake upstream, in the same run. "
     "For `local` (no upstream) the direct baseline is the OpenAI fake's, so its ratio includes the disk. "
+    "For `bedrock` and `vertex` it is the client going straight to the bucket (moto's S3 server, the GCS "
+    "emulator) with boto3 / google-cloud-storage, and the Direct CPU column is the store's process. "
+    "`anthropic`, `groq`, `bedrock` and `vertex` measure only the big transfers and the retrieves "
+    "(bench/README.md); `groq` sends batch JSONL, and `anthropic` downloads a file its tools would make. "
     "In CPU rows the Direct column is the upstream's own process serving the direct requests; the Gateway "
     "column is all gunicorn processes (master and workers).",
     "Memory: summed RSS of the gunicorn master and workers sampled every 50 ms, peak minus the value "
@@ -857,11 +995,16 @@ def measure(bench: Bench, sections: list[str]) -> None:
             steps[section]()
 
 
-def make_inputs(plan: Plan) -> dict[int, Path]:
+def make_inputs(plan: Plan, kinds: list[Kind]) -> tuple[dict[int, Path], dict[int, Path]]:
+    """Random files of every size the plan sends, and batch JSONL of the sizes the reduced kinds send
+    (the warm-up's and the big one) when a kind takes only batch files."""
     folder = WORK / "inputs"
     folder.mkdir(parents=True, exist_ok=True)
     sizes = {*plan.upload_sizes, plan.concurrent_size, plan.big_size}
-    return {size: make_input(folder / f"input-{size // 1024}k.bin", size) for size in sorted(sizes)}
+    inputs = {size: make_input(folder / f"input-{size // 1024}k.bin", size) for size in sorted(sizes)}
+    batch_sizes = {min(sizes), plan.big_size} if any(kind.batch_input for kind in kinds) else set()
+    batch = {size: make_batch_input(folder / f"batch-{size // 1024}k.jsonl", size) for size in sorted(batch_sizes)}
+    return inputs, batch
 
 
 @dataclass
@@ -874,10 +1017,10 @@ class World:
     slugs: list[str] = field(default_factory=list)
     facts: dict = field(default_factory=dict)
 
-    def start(self, name: str, args: list[str], port: int) -> Service:
+    def start(self, name: str, args: list[str], port: int, ready_path: str = "/healthz") -> Service:
         service = Service(name, args, env=self.env, port=port, cwd=ROOT, logs=WORK / "logs")
         self.services.append(service)
-        service.wait_ready("/healthz")
+        service.wait_ready(ready_path)
         return service
 
     def tear_down(self) -> None:
@@ -896,13 +1039,22 @@ class World:
 def set_up(
     world: World, args: argparse.Namespace, plan: Plan, shape: deployment.Deployment, kinds: list[Kind]
 ) -> Bench:
-    """Start the fakes, prepare the database and two organisations, start the gateway, warm it up."""
+    """Start the fakes and object stores (with the bucket), prepare the database and two organisations,
+    start the gateway, warm it up."""
     fakes: dict[str, Service] = {}
-    for script in dict.fromkeys(kind.fake for kind in kinds):
+    object_stores: dict[str, ObjectStore] = {}
+    for kind in kinds:
+        if kind.fake in fakes:
+            continue
         port = free_port()
-        fakes[script] = world.start(
-            script.removesuffix(".py"), [PYTHON, str(BENCH_DIR / script), "--port", str(port)], port
-        )
+        if kind.store:
+            command, ready = stores.server_command(kind.store, port), stores.READY_PATHS[kind.store]
+            fakes[kind.fake] = world.start(kind.fake, command, port, ready)
+            object_stores[kind.store] = ObjectStore(kind.store, fakes[kind.fake].url, BUCKET)
+            object_stores[kind.store].create_bucket()
+        else:
+            command = [PYTHON, str(BENCH_DIR / kind.fake), "--port", str(port)]
+            fakes[kind.fake] = world.start(kind.fake.removesuffix(".py"), command, port)
     manage(world.env, "migrate", "--noinput")
     world.facts = json.loads(manage(world.env, "shell", "-c", FACTS).strip().splitlines()[-1])
     missing = [kind.name for kind in kinds if kind.name not in world.facts["kinds"]]
@@ -916,9 +1068,10 @@ def set_up(
     # The worker heartbeat touches a file on every loop turn: the bench keeps it in memory.
     heartbeat = ["--worker-tmp-dir", "/dev/shm"] if Path("/dev/shm").is_dir() else []
     gateway = world.start("gateway", [GUNICORN, *shape.args(args.wsgi), *heartbeat, "--bind", f"{HOST}:{port}"], port)
-    targets = make_targets(kinds, fakes, gateway, api_key, "main")
-    small_targets = make_targets(kinds, fakes, gateway, small_key, "small")
-    bench = Bench(plan, targets, small_targets, make_inputs(plan))
+    targets = make_targets(kinds, fakes, object_stores, gateway, api_key, "main")
+    full_kinds = [kind for kind in kinds if not kind.reduced]
+    small_targets = make_targets(full_kinds, fakes, object_stores, gateway, small_key, "small")
+    bench = Bench(plan, targets, small_targets, *make_inputs(plan, kinds))
     bench.log(f"gateway: {shape.command(args.wsgi)}; database: {describe_database(world.db, world.facts)}")
     bench.warm_up()
     if args.serve:
