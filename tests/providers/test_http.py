@@ -16,7 +16,7 @@ import pytest
 
 from config.errors import UpstreamError
 from providers.base import CHUNK_SIZE, UploadOptions
-from providers.http import MAX_JSON_BYTES, decode_stream
+from providers.http import MAX_JSON_BYTES, coalesced, decode_stream
 from providers.openai import OpenAIProvider
 from tests.upstreams import FakeFilesServer, openai_config
 
@@ -150,6 +150,15 @@ def test_a_download_compressed_against_our_wish_is_decoded_in_bounded_pieces() -
     assert download.size is None  # the header's length is the compressed one: not the file's
     pieces = list(download.chunks)
     assert b"".join(pieces) == content and max(map(len, pieces)) <= CHUNK_SIZE
+
+
+def test_a_download_reaches_the_client_in_chunks_of_a_mebibyte_after_the_first_piece() -> None:
+    pieces = [bytes([n]) * 64 * 1024 for n in range(40)]  # 2.5 MiB in the transport's 64 KiB reads
+    chunks = list(coalesced(iter(pieces)))
+    assert b"".join(chunks) == b"".join(pieces)
+    assert [len(chunk) for chunk in chunks] == [64 * 1024, CHUNK_SIZE, CHUNK_SIZE, CHUNK_SIZE // 2 - 64 * 1024]
+    assert list(coalesced(iter([b"ab", b"c", b"d"]))) == [b"ab", b"cd"]
+    assert list(coalesced(iter([]))) == []
 
 
 def test_decode_stream_passes_identity_through_untouched() -> None:
