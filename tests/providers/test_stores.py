@@ -78,6 +78,7 @@ def gcs_under_test(request: pytest.FixtureRequest) -> StoreUnderTest:
 
 def local_under_test(request: pytest.FixtureRequest) -> StoreUnderTest:
     root: Path = request.getfixturevalue("tmp_path") / "store"
+    root.mkdir(mode=0o700)  # as a bucket is created before its store is used; a missing root is a fault
     return StoreUnderTest(
         store=FolderStore(root),
         names=lambda: sorted(str(path.relative_to(root)) for path in root.rglob("*") if path.is_file()),
