@@ -8,10 +8,14 @@ recorded-elsewhere ids must cost what unknown ids cost, so timing does not tell 
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.core import serializers
+from django.utils import timezone
 
+from files_api.models import File
 from files_api.selectors import lookup_file, normalize_file_id
 from providers import registry
 from tenants.services import provider_account_create
@@ -116,3 +120,37 @@ def test_the_case_insensitive_lookup_uses_its_index(db: Any) -> None:
         cursor.execute("EXPLAIN " + _CANDIDATES_SQL, ["FILE-ABC"])
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "file_public_id_upper" in plan, plan
+
+
+def test_a_looked_up_record_is_the_record_the_orm_reads_field_for_field(tenant_a: Tenant) -> None:
+    """The lookup builds records from its own column list (a cursor and Model.from_db on PostgreSQL):
+    every field must land where the ORM puts it, with the same type, and none may be left deferred."""
+    now = timezone.now()
+    record = File.objects.create(
+        public_id="file-EveryFieldSet",
+        organization=tenant_a.org,
+        provider_account=tenant_a.account,
+        storage_key="org-a/file-EveryFieldSet/report.pdf",
+        storage_uri="s3://bucket/org-a/file-EveryFieldSet/report.pdf",
+        filename="report.pdf",
+        purpose="user_data",
+        bytes=12345,
+        status="pending",
+        status_details="still checking",
+        sha256="ab" * 32,
+        created_at=now - timedelta(minutes=5),
+        expires_at=now + timedelta(days=1),
+        api_key=tenant_a.api_key,
+        checked_at=now - timedelta(minutes=1),
+        missing_since=now - timedelta(seconds=30),
+        is_downloadable=False,
+    )
+    found = lookup_file(tenant_a.org, "FILE-everyfieldset").file
+    assert found is None  # a case variant is not the id
+    found = lookup_file(tenant_a.org, "file-EveryFieldSet").file
+    assert found is not None
+    assert found.get_deferred_fields() == set()
+    from_orm = File.objects.get(pk=record.pk)
+    assert serializers.serialize("python", [found]) == serializers.serialize("python", [from_orm])
+    assert found.created_at == from_orm.created_at and found.created_at.utcoffset() is not None
+    assert found.is_downloadable is False and found.api_key_id == tenant_a.api_key.pk
