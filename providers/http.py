@@ -478,8 +478,9 @@ def coalesced(pieces: Iterable[bytes], size: int = CHUNK_SIZE) -> Iterator[bytes
 
     httpx hands a download over in the pieces its transport reads (64 KiB); written to the client
     one by one, they cost a socket write each under gunicorn. Joined into 1 MiB chunks, a 256 MiB
-    download through ``openai`` cost 0.86-0.93 gateway CPU seconds per GB instead of 1.04 in one
-    `make bench-pg` run with and without (2026-12-02), at the price of one copy of each byte.
+    download through ``openai`` cost 0.86-0.93 gateway CPU seconds per GB instead of 1.04
+    (`bench/run.py --only downloads` on PostgreSQL, with and without, 2026-12-02), at the price of
+    one copy of each byte.
     """
     pieces = iter(pieces)
     for first in pieces:
