@@ -1,7 +1,7 @@
 """Fuzzing: schemathesis against the gateway's own OpenAPI schema, over real HTTP to gunicorn.
 
-The test starts the gateway as production runs it (gunicorn, gthread) on the test database and runs
-the schemathesis CLI with ``schemathesis.toml`` against its ``/v1/openapi.json``. schemathesis tests
+The test starts the gateway under gunicorn with production's worker (gevent) on the test database
+and runs the schemathesis CLI with ``schemathesis.toml`` against its ``/v1/openapi.json``. schemathesis tests
 every operation the schema lists: boundary and type-violating values (coverage phase), random valid
 and invalid requests (fuzzing), and chains along the links it infers from the schema (upload, then
 list, retrieve, download and delete that file: stateful). Every answer must pass the checks: no 5xx;
@@ -88,7 +88,7 @@ def gateway(tmp_path: Path) -> Iterator[Gateway]:
     }
     with listener, open(served.log, "wb") as log:
         process = subprocess.Popen(
-            [GUNICORN, "config.wsgi", "-k", "gthread", "--threads", "2", "--bind", f"fd://{listener.fileno()}"],
+            [GUNICORN, "config.wsgi", "-k", "gevent", "--bind", f"fd://{listener.fileno()}"],
             cwd=settings.BASE_DIR,
             env=env,
             pass_fds=[listener.fileno()],
