@@ -48,4 +48,4 @@ bench-pg: venv
 	DATABASE_URL=$(BENCH_DATABASE_URL) $(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .data db.sqlite3 bench/.work .artifacts
+	rm -rf $(VENV) .data db.sqlite3 db.sqlite3-wal db.sqlite3-shm bench/.work .artifacts
