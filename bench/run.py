@@ -467,6 +467,13 @@ class Bench:
                 f"upload {size // MIB} MiB: "
                 + ", ".join(f"{n} {mbps(size, statistics.median(s)):.0f} MB/s" for n, s in seconds.items())
             )
+            if is_big:
+                self.log(
+                    f"upload {size // MIB} MiB, RSS growth of each repeat: "
+                    + ", ".join(
+                        f"{n} " + "/".join(f"{s.growth / MIB:.1f}" for s in repeats) for n, repeats in samples.items()
+                    )
+                )
             rate = {name: mbps(size, statistics.median(values)) for name, values in seconds.items()}
             if any(target.stores_bytes for target in self.gateway_targets()):
                 self.disk_reference(size, rate)

@@ -10,7 +10,6 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import boto3
-from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -33,7 +32,7 @@ from config.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from providers.base import CHUNK_SIZE, ByteCounter, Content, StoredObject
+from providers.base import CHUNK_SIZE, Content, StoredObject
 from providers.stores import (
     PART_SIZE,
     ClosingChunks,
@@ -67,33 +66,76 @@ _REFUSED = frozenset(
 # A client made from a fresh boto3 session loads S3's service model again (~0.13 s of CPU); made
 # from one shared session it costs ~0.01 s. Sessions are not thread-safe: clients are made under a lock.
 _session_lock = threading.Lock()
+# Each part carries a CRC-32 that S3 checks, as boto3's managed transfer sends by default.
+CHECKSUM = "CRC32"
+CHECKSUM_MEMBER = "ChecksumCRC32"
 _THROTTLED = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests"})
 
 
-class ChunkReader(io.RawIOBase):
-    """Chunks that arrive once, as a readable, non-seekable raw stream (wrap it in ``io.BufferedReader``).
+class ChunkReader:
+    """Chunks that arrive once, read into a caller's buffer (one copy of each byte, no allocation).
 
     Whatever the chunk iterator raises (a ``GatewayError`` refusing the upload) comes out of
-    ``read`` unchanged.
+    ``fill`` unchanged.
     """
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
         self._chunks = iter(chunks)
         self._pending = memoryview(b"")
 
+    def fill(self, buffer: bytearray) -> int:
+        """Fill ``buffer`` from the chunks; the bytes filled, fewer than its length only at the end."""
+        view = memoryview(buffer)
+        filled = 0
+        while filled < len(view):
+            if not self._pending:
+                chunk = next(self._chunks, None)
+                if chunk is None:
+                    break
+                self._pending = memoryview(chunk)
+            size = min(len(view) - filled, len(self._pending))
+            view[filled : filled + size] = self._pending[:size]
+            self._pending = self._pending[size:]
+            filled += size
+        return filled
+
+
+class PartBody(io.RawIOBase):
+    """A seekable, read-only view of one part in the part buffer: the request body botocore reads
+    (checksum, signature, the send itself) and rewinds for a retry, without a copy of the part."""
+
+    def __init__(self, view: memoryview) -> None:
+        self._view = view
+        self._position = 0
+
     def readable(self) -> bool:
         return True
 
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        """One copy of the bytes asked for (``io.RawIOBase.read`` would make two)."""
+        end = len(self._view) if size is None or size < 0 else min(len(self._view), self._position + size)
+        data = bytes(self._view[self._position : end])
+        self._position = max(self._position, end)
+        return data
+
     def readinto(self, buffer: Any) -> int:
-        while not self._pending:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return 0
-            self._pending = memoryview(chunk)
-        size = min(len(buffer), len(self._pending))
-        buffer[:size] = self._pending[:size]
-        self._pending = self._pending[size:]
+        size = max(0, min(len(buffer), len(self._view) - self._position))
+        buffer[:size] = self._view[self._position : self._position + size]
+        self._position += size
         return size
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._view)}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self._position = base + offset
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
 
 
 class S3Store:
@@ -101,25 +143,29 @@ class S3Store:
 
     Calls, all on one boto3 client (thread-safe, so one per store):
 
-    - ``save``: boto3's managed transfer ``upload_fileobj`` over a non-seekable reader of the
-      chunks. It reads the stream once, in parts of ``PART_SIZE`` (8 MiB): under 8 MiB it is one
-      ``PutObject``; from 8 MiB on it is ``CreateMultipartUpload``, ``UploadPart`` per 8 MiB and
-      ``CompleteMultipartUpload``. One request thread and one part waiting in memory: at most two
-      parts (16 MiB) are held whatever the size, while the next part is read from the client as the
-      previous one is sent (measured for 200 MiB: a 20 MiB peak; boto3's defaults, 10 threads and
-      10 parts in memory, peaked at 97 MiB).
-      On any failure, the chunks raising or S3 failing, the transfer manager aborts the multipart
-      upload (``AbortMultipartUpload``) before the error comes out, so neither an object nor an
-      unfinished upload is left (if S3 is unreachable even for the abort, the bucket's
-      ``AbortIncompleteMultipartUpload`` lifecycle rule is the backstop). The chunks are read in the
-      transfer's submission thread, and their exception is re-raised here unchanged.
+    - ``save``: the first 8 MiB (``PART_SIZE``) are read into one part buffer; a file that ends
+      before it fills is one ``PutObject``. Otherwise ``CreateMultipartUpload``, then ``UploadPart``
+      per 8 MiB, each sent from that same buffer and the next read into it once S3 has the part,
+      then ``CompleteMultipartUpload`` with each part's ETag and CRC-32. One 8 MiB buffer per
+      upload, allocated once and never copied whole (botocore reads the part through ``PartBody``,
+      a view of it), whatever the size.
+      boto3's managed transfer (``upload_fileobj``, what django-storages calls) reads a fresh 8 MiB
+      ``bytes`` per part and reads the next one while the previous is sent: at least two parts
+      alive, and under gunicorn a 256 MiB upload grew a fresh worker's RSS by up to 37 MiB
+      (``bench/run.py --only uploads --kind bedrock``, 2026-12-02), past the 32 MiB the product
+      allows, as freed parts stayed with the allocator. Sending and reading in turn costs the
+      overlap; the bench measures both (bench/results.md).
+      On any failure, the chunks raising or S3 failing, ``AbortMultipartUpload`` runs before the
+      error comes out, so neither an object nor an unfinished upload is left (if S3 is
+      unreachable even for the abort, the bucket's ``AbortIncompleteMultipartUpload`` lifecycle
+      rule is the backstop). The chunks' own exception comes out unchanged.
     - ``open``: ``GetObject``, streamed from its body ``CHUNK_SIZE`` at a time, with ``ContentLength``.
     - ``delete``: ``HeadObject`` (S3's ``DeleteObject`` answers 204 for a missing key too), then ``DeleteObject``.
     - ``iter_objects``: ``ListObjectsV2`` through boto3's paginator, 1,000 keys per page.
     - ``check``: ``providers.stores.probe`` (write, read back and delete a probe object under the prefix).
 
-    Why not django-storages' ``S3Storage``: its ``_save`` is this same ``upload_fileobj`` with
-    nothing added that we need, while the rest has to be bypassed: its ``S3File`` downloads the
+    Why not django-storages' ``S3Storage``: its ``_save`` is ``upload_fileobj`` (above), and the
+    rest has to be bypassed: its ``S3File`` downloads the
     whole object into a spooled temporary file before the first byte is read, its ``listdir``
     builds whole lists, and every option not passed falls back to the process-wide ``AWS_*``
     Django settings, wrong for a store that belongs to one tenant account.
@@ -178,32 +224,59 @@ class S3Store:
             aws_secret_access_key=aws_secret_access_key or None,
             config=config,
         )
-        # "classic": the CRT transfer client (used when awscrt is installed) ignores these limits.
-        self.transfer = TransferConfig(
-            multipart_threshold=PART_SIZE,
-            multipart_chunksize=PART_SIZE,
-            max_concurrency=1,
-            preferred_transfer_client="classic",
-        )
-        # s3transfer's own setting (boto3's constructor does not take it): parts read ahead of the sender.
-        self.transfer.max_in_memory_upload_chunks = 1
 
     def save(self, key: str, chunks: Iterable[bytes], *, content_type: str) -> int:
-        """See ``Store.save``: S3 multipart in 8 MiB parts, aborted on any failure."""
+        """See ``Store.save``: S3 multipart in 8 MiB parts from one buffer, aborted on any failure."""
         name = self.prefix + checked_key(key)
-        counter = ByteCounter(chunks)
-        reader = io.BufferedReader(ChunkReader(counter), buffer_size=CHUNK_SIZE)
+        reader = ChunkReader(chunks)
+        part = bytearray(PART_SIZE)
+        size = reader.fill(part)
+        write_args = {"Bucket": self.bucket, "Key": name, "ContentType": media_type(content_type), **self.write_args}
         try:
-            self.client.upload_fileobj(
-                reader,
-                self.bucket,
-                name,
-                ExtraArgs={"ContentType": media_type(content_type), **self.write_args},
-                Config=self.transfer,
-            )
+            if size < PART_SIZE:
+                self.client.put_object(Body=PartBody(memoryview(part)[:size]), **write_args)
+                return size
+            upload_id = self.client.create_multipart_upload(ChecksumAlgorithm=CHECKSUM, **write_args)["UploadId"]
         except (BotoCoreError, ClientError) as exc:
             raise _gateway_error(exc, "save") from exc
-        return counter.total
+        try:
+            total = self._upload_parts(name, upload_id, reader, part, size)
+        except BaseException:
+            self._abort(name, upload_id)
+            raise
+        return total
+
+    def _upload_parts(self, name: str, upload_id: str, reader: ChunkReader, part: bytearray, size: int) -> int:
+        """Send ``part`` (``size`` bytes filled) and every part after it, then complete the upload."""
+        ids = {"Bucket": self.bucket, "Key": name, "UploadId": upload_id}
+        done: list[dict[str, Any]] = []
+        total = 0
+        try:
+            while size:
+                answer = self.client.upload_part(
+                    Body=PartBody(memoryview(part)[:size]),
+                    PartNumber=len(done) + 1,
+                    ChecksumAlgorithm=CHECKSUM,
+                    **ids,
+                )
+                finished = {"PartNumber": len(done) + 1, "ETag": answer["ETag"]}
+                if answer.get(CHECKSUM_MEMBER):  # S3 wants each part's checksum back on completion
+                    finished[CHECKSUM_MEMBER] = answer[CHECKSUM_MEMBER]
+                done.append(finished)
+                total += size
+                size = reader.fill(part) if size == PART_SIZE else 0
+            self.client.complete_multipart_upload(MultipartUpload={"Parts": done}, **ids)
+        except (BotoCoreError, ClientError) as exc:
+            raise _gateway_error(exc, "save") from exc
+        return total
+
+    def _abort(self, name: str, upload_id: str) -> None:
+        """Discard an unfinished multipart upload and its parts; a failure here is logged, not raised
+        (the bucket's ``AbortIncompleteMultipartUpload`` lifecycle rule is the backstop)."""
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload_id)
+        except (BotoCoreError, ClientError) as exc:
+            logger.warning("s3 abort of an unfinished upload failed: %s", _describe(exc))
 
     def open(self, key: str) -> Content:
         """See ``Store.open``: ``FileNotFound`` before the first chunk if the key is missing."""
@@ -279,9 +352,14 @@ def _code(exc: ClientError) -> str:
     return safe_code(exc.response.get("Error", {}).get("Code"))
 
 
+def _describe(exc: BotoCoreError | ClientError) -> str:
+    """S3's error code, or the exception's class: what may be logged or shown of a failure."""
+    return _code(exc) if isinstance(exc, ClientError) else type(exc).__name__
+
+
 def _gateway_error(exc: BotoCoreError | ClientError, operation: str) -> GatewayError:
     """The gateway error for a boto3/botocore failure: S3's error code at most, never its message."""
-    code = _code(exc) if isinstance(exc, ClientError) else type(exc).__name__
+    code = _describe(exc)
     logger.warning("s3 %s failed: %s", operation, code)
     if isinstance(exc, ClientError):
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")

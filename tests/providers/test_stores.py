@@ -228,7 +228,8 @@ def test_a_200_mib_save_and_read_stay_in_bounded_memory(under_test: StoreUnderTe
             count += len(chunk)
     assert (saved, content.size, count) == (size, size, size)
     assert received.hexdigest() == expected.hexdigest()
-    # Two 8 MiB parts in flight at most, plus the chunk being produced: far below the 200 MiB.
+    # At most two 8 MiB parts (GCS: the writer's buffer and the chunk sent; S3: one), plus the chunk
+    # being produced: far below the 200 MiB.
     assert save_peak[0] < 4 * PART_SIZE, f"save peak {save_peak[0] / MIB:.1f} MiB"
     assert read_peak[0] < 2 * PART_SIZE, f"read peak {read_peak[0] / MIB:.1f} MiB"
 
