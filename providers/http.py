@@ -1,7 +1,8 @@
 """The shared base of kinds that speak to a provider's Files API over HTTP (OpenAI, Azure, Groq, Anthropic).
 
 The plumbing exists once, here: one pooled ``httpx.Client`` per account (auth headers, base URL,
-timeouts, proxies and CA bundle from the environment), the multipart upload body generated while the
+timeouts, proxies and CA bundle from the environment; bodiless requests through urllib3 beneath it,
+``providers/transport.py``), the multipart upload body generated while the
 file streams in, retries of idempotent calls, bounded reading of JSON answers (compressed or not),
 streamed downloads, and the mapping of every failure to a ``config.errors`` class.
 
@@ -23,6 +24,7 @@ import random
 import re
 import secrets
 import time
+import urllib.request
 import zlib
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
@@ -55,6 +57,7 @@ from providers.base import (
     iter_chunks,
 )
 from providers.fields import Field
+from providers.transport import BodilessViaUrllib3
 
 logger = logging.getLogger("filegate.providers")
 
@@ -128,6 +131,13 @@ class PassThroughProvider(Provider):
             # Cookies an upstream sets (load balancers do) are not state we want to carry between
             # requests of different clients.
             cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),
+            # Bodiless requests (downloads above all) through urllib3: providers/transport.py says why,
+            # and why an ALL_PROXY, which would share the pattern, leaves everything to httpx.
+            mounts=(
+                {}
+                if "all" in urllib.request.getproxies()
+                else {"all://": BodilessViaUrllib3(max_idle_connections=MAX_IDLE_CONNECTIONS)}
+            ),
         )
 
     def api_root(self) -> str:
@@ -476,9 +486,11 @@ def coalesced(pieces: Iterable[bytes], size: int = CHUNK_SIZE) -> Iterator[bytes
     """``pieces`` joined into chunks of at least ``size`` bytes (the last may be shorter), but the
     first, passed on as it comes: the client's first bytes do not wait for a whole chunk.
 
-    httpx hands a download over in the pieces its transport reads (64 KiB); written to the client
-    one by one, they cost a socket write each under gunicorn. Joined into 1 MiB chunks, a 256 MiB
-    download through ``openai`` cost 0.86-0.93 gateway CPU seconds per GB instead of 1.04
+    A download comes in the pieces its transport reads: 1 MiB through ``providers.transport`` (one
+    piece is passed on as it is, no copy), but 64 KiB through httpx's own transport (an upstream
+    behind a proxy) and an HTTP chunk at a time for a chunked answer. Written to the client one by
+    one, small pieces cost a socket write each under gunicorn: joined into 1 MiB chunks, a 256 MiB
+    download through httpx's transport cost 0.86-0.93 gateway CPU seconds per GB instead of 1.04
     (`bench/run.py --only downloads` on PostgreSQL, with and without, 2026-12-02), at the price of
     one copy of each byte.
     """
