@@ -99,28 +99,16 @@ def main() -> int:
     blob_port, port = free_port(), free_port()
     env = {**os.environ, "FLOORS_UPSTREAM": f"http://{HOST}:{blob_port}/"}
     heartbeat = ["--worker-tmp-dir", "/dev/shm"] if Path("/dev/shm").is_dir() else []
-    logs = WORK / "logs"
-    services = []
+    services: list[Service] = []
+
+    def start(name: str, command: list[str], at: int) -> Service:
+        services.append(Service(name, command, env=env, port=at, cwd=BENCH_DIR, logs=WORK / "logs"))
+        return services[-1]
+
     try:
-        blobs = Service(
-            "blobs",
-            [sys.executable, __file__, "--blob-server", str(blob_port)],
-            env=env,
-            port=blob_port,
-            cwd=BENCH_DIR,
-            logs=logs,
-        )
-        services.append(blobs)
-        blobs.wait_ready("/")
-        gunicorn = Service(
-            "floors",
-            [GUNICORN, *shape.args("floors_wsgi:application"), *heartbeat, "--bind", f"{HOST}:{port}"],
-            env=env,
-            port=port,
-            cwd=BENCH_DIR,
-            logs=logs,
-        )
-        services.append(gunicorn)
+        start("blobs", [sys.executable, __file__, "--blob-server", str(blob_port)], blob_port).wait_ready("/")
+        gunicorn_args = [*shape.args("floors_wsgi:application"), *heartbeat, "--bind", f"{HOST}:{port}"]
+        gunicorn = start("floors", [GUNICORN, *gunicorn_args], port)
         gunicorn.wait_ready("/healthz")
         time.sleep(0.5)
 

@@ -7,16 +7,21 @@ Served by gunicorn with production's command line, it does only what every gatew
 - ``GET /serve?BYTES``: answer ``BYTES`` bytes in 1 MiB chunks of one buffer;
 - ``GET /relay/httpx?BYTES`` and ``GET /relay/urllib3?BYTES``: fetch ``BYTES`` bytes from the blob
   server at ``FLOORS_UPSTREAM`` and pass them on in 1 MiB chunks, through httpx's streaming
-  (``iter_raw``, joined as ``providers.http.coalesced`` does) or urllib3's (``stream``).
+  (``iter_raw``, joined by ``providers.http.coalesced``) or urllib3's (``stream``).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 import httpx
 import urllib3
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from providers.http import coalesced  # the gateway's own joining of pieces; needs no Django set-up
 
 CHUNK = 1024 * 1024
 BLOCK = b"\x5a" * CHUNK
@@ -51,17 +56,7 @@ def served(size: int) -> Iterator[bytes]:
 
 def relayed_by_httpx(size: int) -> Iterator[bytes]:
     with _httpx.stream("GET", f"{UPSTREAM}?{size}") as response:
-        pending: list[bytes] = []
-        pending_bytes = 0
-        for piece in response.iter_raw():
-            pending.append(piece)
-            pending_bytes += len(piece)
-            if pending_bytes >= CHUNK:
-                yield b"".join(pending)
-                pending.clear()
-                pending_bytes = 0
-        if pending:
-            yield b"".join(pending)
+        yield from coalesced(response.iter_raw())
 
 
 def relayed_by_urllib3(size: int) -> Iterator[bytes]:
