@@ -3,17 +3,17 @@
 A download relayed through httpx's own transport costs about twice the CPU of the same relay
 through urllib3: httpcore reads the response 64 KiB at a time and every piece goes through h11's
 buffer, while urllib3 reads through ``http.client``'s buffered socket reader in 1 MiB pieces.
-Measured under production's gunicorn (``bench/floors.py``, 2026-12-02, two runs): a 256 MiB relay
-cost 1.27-1.30 CPU seconds per GB through httpx and 0.56-0.60 through urllib3, gunicorn's own
+Measured under production's gunicorn (``bench/floors.py``, 2026-12-02, four runs): a 256 MiB relay
+cost 1.12-1.30 CPU seconds per GB through httpx and 0.56-0.71 through urllib3, gunicorn's own
 sending 0.22-0.34 of either. With this transport, a 256 MiB download through ``openai`` cost
-0.86 instead of 1.42 gateway CPU seconds per GB (0.57x direct instead of 0.37x; ``bench/run.py
---only downloads --kind openai``, with and without, same session).
+0.60-0.71 instead of 1.42-1.49 gateway CPU seconds per GB, 0.55x direct instead of 0.29-0.36x
+(``bench/run.py --only downloads --kind openai`` on PostgreSQL, with and without, two rounds).
 
 Requests with a body (uploads) stay on httpx's own transport: urllib3 frames each chunk of a
-chunked body by formatting it into a new ``bytes``, which cost 16% more CPU per GB uploaded in the
-same runs. Both paths sit behind the one ``httpx.Client`` every kind uses (retries, error mapping,
-response decoding and bounded reads are httpx's and ours, unchanged), and share one TLS context,
-``httpx.create_ssl_context``: certifi's CAs, or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``.
+chunked body by formatting it into a new ``bytes``, which cost 16% more CPU per GB uploaded (one
+run with and without). Both paths sit behind the one ``httpx.Client`` every kind uses (retries,
+error mapping, response decoding and bounded reads are httpx's and ours, unchanged), and share one
+TLS context, ``httpx.create_ssl_context``: certifi's CAs, or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``.
 
 Proxies stay httpx's: ``PassThroughProvider`` mounts this transport for ``all://``, and the client
 adds its own, more specific mounts for ``HTTP_PROXY`` / ``HTTPS_PROXY`` (their proxy transport) and
@@ -22,7 +22,8 @@ the ``all://`` pattern, the provider does not mount this transport at all.
 
 urllib3's failures come out as the httpx exceptions httpcore raises for the same event, so
 ``PassThroughProvider.map_exception`` and the retry rules hold whichever path a request took. Only
-urllib3's public API is used (``PoolManager.urlopen``, ``HTTPResponse.stream``, its exceptions).
+urllib3's public API is used (``PoolManager.urlopen``, ``HTTPResponse.read1`` / ``stream``, its
+exceptions).
 """
 
 from __future__ import annotations
