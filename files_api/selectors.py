@@ -61,32 +61,11 @@ def lookup_file(organization: Organization, raw_id: str) -> Lookup:
     return Lookup(file_id=file_id, file=None, is_shadowed=bool(candidates))
 
 
-# Every column of files_api.File, in the model's field order, which Model.from_db needs
-# (tests/files_api/test_lookup.py fails if the model changes and this does not).
-_COLUMNS = (
-    "id",
-    "public_id",
-    "organization_id",
-    "provider_account_id",
-    "storage_key",
-    "storage_uri",
-    "filename",
-    "purpose",
-    "bytes",
-    "status",
-    "status_details",
-    "sha256",
-    "created_at",
-    "expires_at",
-    "api_key_id",
-    "deleted_at",
-    "checked_at",
-    "missing_since",
-    "is_downloadable",
-)
+# Every column of files_api.File, in the model's field order, as Model.from_db takes them.
+_COLUMNS = tuple(field.column for field in File._meta.concrete_fields)
 # The expression matches the `file_public_id_upper` index. Table and column names are the model's
-# own (files_api.File, default table name), never input.
-_CANDIDATES_SQL = f'SELECT {", ".join(_COLUMNS)} FROM "files_api_file" WHERE UPPER("public_id") = %s LIMIT 8'  # noqa: S608
+# own, never input.
+_CANDIDATES_SQL = f'SELECT {", ".join(_COLUMNS)} FROM "{File._meta.db_table}" WHERE UPPER("public_id") = %s LIMIT 8'  # noqa: S608
 
 
 def _candidates(upper_id: str) -> list[File]:
